@@ -1,0 +1,200 @@
+"""What a notebook leaves beside its figure: ``<name>.png`` and ``<name>.json``.
+
+The JSON holds the experiment IDs, the profile, the parameters used, the scale beside the
+paper's, the seed, package versions, wall time, the data behind the plot and the claims tested,
+each as ``{id, text, source, paper_value, condition, measured, held}``. Files are written
+atomically, so a half-written result never passes for a whole one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROFILES = ("smoke", "default", "paper", "custom")
+_VERSIONED = ("madlib", "numpy", "scipy", "matplotlib", "seaborn", "torch", "torchvision",
+              "torch-fidelity", "papermill")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One tested statement of a paper and its verdict at our scale."""
+
+    id: str
+    text: str
+    source: str  # where the paper says it, e.g. "MAD Eq. 2, M:155"
+    condition: str  # what "held" means here, stated before looking at the number
+    measured: dict
+    held: bool
+    paper_value: Any = None
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_out_dir() -> Path:
+    return repo_root() / "figures"
+
+
+def to_jsonable(value):
+    """numpy arrays and scalars to plain lists and numbers; NaN and inf to None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo_root()), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class FigureRecord:
+    """Collects everything a figure's JSON holds; create it right after the parameters cell.
+
+    name: figure name of the manifest (file stem of the outputs).
+    experiments: IDs of ``../shared/paper-targets.md`` this figure reproduces.
+    profile: the manifest profile that set the parameters (``custom`` for a hand-edited run).
+    params: the parameter values used.
+    scale: ``{"ours": ..., "paper": ..., "differences": [...]}`` in words.
+    """
+
+    name: str
+    experiments: list[str]
+    profile: str
+    params: dict
+    seed: int
+    scale: dict
+    claims: list[Claim] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+    _start: float = field(default_factory=time.perf_counter, repr=False)
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {list(PROFILES)}; got {self.profile!r}")
+
+    def claim(self, id: str, text: str, *, source: str, condition: str, measured: dict, held,
+              paper_value=None) -> Claim:
+        """Record a claim's verdict; ``held`` is reduced to a plain bool."""
+        claim = Claim(id=id, text=text, source=source, condition=condition,
+                      measured=to_jsonable(measured), held=bool(held), paper_value=to_jsonable(paper_value))
+        self.claims.append(claim)
+        return claim
+
+    def to_dict(self) -> dict:
+        return to_jsonable({
+            "name": self.name,
+            "experiments": self.experiments,
+            "profile": self.profile,
+            "params": self.params,
+            "seed": self.seed,
+            "scale": self.scale,
+            "wall_time_s": round(time.perf_counter() - self._start, 3),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "git": git_commit(),
+            "versions": package_versions(),
+            "claims": [asdict(c) for c in self.claims],
+            "data": self.data,
+        })
+
+    def save(self, fig, out_dir: str | os.PathLike | None = None) -> Path:
+        """Write ``<name>.png`` and ``<name>.json`` into ``out_dir`` (default: the repo's figures/)."""
+        out = Path(out_dir) if out_dir is not None else default_out_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        png = out / f"{self.name}.png"
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{self.name}.", suffix=".png")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=130, bbox_inches="tight")
+            os.replace(tmp, png)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        path = out / f"{self.name}.json"
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        return path
+
+    def summary(self) -> str:
+        held = sum(c.held for c in self.claims)
+        lines = [f"{self.name} [{self.profile}]: {held}/{len(self.claims)} claims held"]
+        lines += [f"  {'HELD' if c.held else 'NOT HELD'}  {c.id}: {c.measured}" for c in self.claims]
+        return "\n".join(lines)
+
+
+def write_claims_summary(out_dir: str | os.PathLike) -> Path:
+    """Regenerate ``CLAIMS.md`` from every figure JSON in ``out_dir``."""
+    out = Path(out_dir)
+    lines = ["# Claims tested by the figures", "",
+             "Regenerated by `python -m madlib.figures build`; each row links to the figure's JSON, "
+             "which holds the measured numbers and the condition for \"held\".", ""]
+    for path in sorted(out.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "claims" not in record:
+            continue
+        held = sum(c["held"] for c in record["claims"])
+        lines += [f"## [{record['name']}]({path.name}) — {', '.join(record['experiments'])}", "",
+                  f"Profile `{record['profile']}`; {held} of {len(record['claims'])} claims held. "
+                  f"Scale: {record['scale'].get('ours', '')}", "",
+                  "| claim | held | statement | measured |", "| --- | --- | --- | --- |"]
+        for c in record["claims"]:
+            measured = json.dumps(c["measured"], separators=(", ", ": "))
+            if len(measured) > 220:
+                measured = measured[:217] + "..."
+            cells = [f"`{c['id']}`", "yes" if c["held"] else "**no**", c["text"], measured]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append("")
+    path = out / "CLAIMS.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

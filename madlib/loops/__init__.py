@@ -1,0 +1,5 @@
+"""The self-consuming loop engine (MAD Sec. 2.2): fully synthetic, augmentation and fresh-data loops."""
+
+from madlib.loops.engine import LOOP_KINDS, LoopResult, LoopSpec, ModelFamily, run_loop
+
+__all__ = ["LOOP_KINDS", "LoopResult", "LoopSpec", "ModelFamily", "run_loop"]

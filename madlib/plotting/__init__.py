@@ -1,0 +1,5 @@
+"""One figure style and reusable panels (the only place madlib imports matplotlib)."""
+
+from madlib.plotting.style import apply_style, band, scale_caption
+
+__all__ = ["apply_style", "band", "scale_caption"]

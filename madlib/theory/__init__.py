@@ -1,0 +1,4 @@
+"""Closed forms and simulators that need only numpy and scipy.
+
+- :mod:`madlib.theory.gaussian`: MAD's Gaussian loop (Sec. 3.1, App. A), W2 between Gaussians.
+"""
