@@ -50,7 +50,8 @@ def _failure_message(err: Exception) -> str:
         return f"{type(err).__name__}: {err}".strip()
     source = (getattr(err, "source", "") or "").strip().splitlines()
     first = source[0] if source else ""
-    return f"cell {index} ({first[:60]!r}) raised {err.ename}: {err.evalue}"
+    # the index counts papermill's injected-parameters cell: it is the executed notebook's
+    return f"cell {index} of the executed notebook, starting {first[:60]!r}, raised {err.ename}: {err.evalue}"
 
 
 def _claims_line(json_path: Path) -> str:
