@@ -111,6 +111,8 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path):
         np.testing.assert_array_equal(resumed.records[key], whole.records[key])
     with pytest.raises(ValueError, match="belongs to another run"):
         run_loop(family, spec, seed=4, checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        run_loop(GaussianFamily(np.ones(2), np.eye(2), 40), spec, seed=3, checkpoint=ckpt, progress=False)
     assert not list(tmp_path.glob("*.tmp"))  # no half-written checkpoint left behind
 
 

@@ -10,6 +10,7 @@ Fit = sample mean and unbiased covariance (MAD Eq. 1); sampling bias lambda = N(
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,11 @@ class GaussianFamily:
     @property
     def dim(self) -> int:
         return self.mean.shape[0]
+
+    def fingerprint(self) -> str:
+        """Identifies P_r, the number of runs and the representation (for checkpoints)."""
+        digest = hashlib.sha256(self.mean.tobytes() + self.cov.tobytes()).hexdigest()[:16]
+        return f"GaussianFamily(d={self.dim}, runs={self.runs}, exact={self.exact}, P_r={digest})"
 
     def true_model(self) -> GaussianModel:
         return GaussianModel(np.broadcast_to(self.mean, (self.runs, self.dim)).copy(),
