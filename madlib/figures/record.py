@@ -88,13 +88,21 @@ def git_commit() -> str | None:
         return None
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -158,7 +166,7 @@ class FigureRecord:
         os.close(fd)
         try:
             fig.savefig(tmp, dpi=130, bbox_inches="tight")
-            os.replace(tmp, png)
+            _publish(tmp, png)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
