@@ -1,0 +1,84 @@
+"""Guidance as one piece: every guided prediction is (1 + w) primary - w guide.
+
+- classifier-free guidance (MAD, ReDiFine): primary = conditional, guide = unconditional prediction;
+- SIMS (Eq. 5): primary = base model, guide = auxiliary model fine-tuned on the base model's samples;
+- schedules over sampling steps (ReDiFine Sec. 5) and guidance limited to an interval of steps (SIMS App. A).
+
+The three papers' parameters convert with the helpers below (paper-targets "One guidance convention"):
+MAD's lambda = 1 / (1 + w); ReDiFine's CFG scale = 1 + w; SIMS's w is this w.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+
+def _check_w(w) -> float:
+    w = float(w)
+    if not math.isfinite(w):
+        raise ValueError(f"w (guidance weight) must be finite; got {w}")
+    return w
+
+
+def extrapolate(primary: torch.Tensor, guide: torch.Tensor, w: float) -> torch.Tensor:
+    """(1 + w) primary - w guide: w = 0 gives primary, w = -1 gives guide."""
+    if primary.shape != guide.shape:
+        raise ValueError(f"primary and guide predictions must have one shape; got {tuple(primary.shape)} "
+                         f"and {tuple(guide.shape)}")
+    w = _check_w(w)
+    return primary if w == 0 else primary + w * (primary - guide)
+
+
+def sims_score(base: torch.Tensor, aux: torch.Tensor, w: float) -> torch.Tensor:
+    # SIMS Eq. 5: s = (1 + w) s_base - w s_aux
+    return extrapolate(base, aux, w)
+
+
+def cfg(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
+    # MAD Sec. 2.3 / Ho & Salimans 2022: eps = (1 + w) eps_cond - w eps_uncond
+    return extrapolate(cond, uncond, w)
+
+
+def lam_from_w(w: float) -> float:
+    """MAD's sampling bias lambda = 1 / (1 + w) (M:115)."""
+    w = _check_w(w)
+    if w <= -1:
+        raise ValueError(f"w must be > -1 for a sampling bias lambda; got {w}")
+    return 1.0 / (1.0 + w)
+
+
+def w_from_lam(lam: float) -> float:
+    """Inverse of :func:`lam_from_w`; lambda in (0, 1] gives w >= 0."""
+    lam = float(lam)
+    if not 0 < lam <= 1:
+        raise ValueError(f"lam must lie in (0, 1]; got {lam}")
+    return 1.0 / lam - 1.0
+
+
+def cfg_scale_from_w(w: float) -> float:
+    """ReDiFine's CFG scale = 1 + w (R:249): CFG 1 is plain conditional sampling."""
+    return 1.0 + _check_w(w)
+
+
+def w_from_cfg_scale(scale: float) -> float:
+    return _check_w(scale) - 1.0
+
+
+def constant_weight(w: float) -> Callable[[int, int], float]:
+    """A guidance schedule: step index i of n steps (0 = pure noise) -> w."""
+    w = _check_w(w)
+    return lambda i, n: w
+
+
+def exponential_cfg_weight(s0: float = 7.5, alpha: float = 2.0) -> Callable[[int, int], float]:
+    # ReDiFine Sec. 5: CFG scale s(t) = s0 exp(-alpha t / T), t counted from pure noise; w = s - 1
+    return lambda i, n: s0 * math.exp(-alpha * i / n) - 1.0
+
+
+def interval_weight(w: float, first: int, last: int | None = None) -> Callable[[int, int], float]:
+    """Guidance only for steps first <= i < last (SIMS App. A skips the first steps); 0 elsewhere."""
+    w = _check_w(w)
+    return lambda i, n: w if first <= i < (n if last is None else last) else 0.0
