@@ -7,9 +7,12 @@ its arrays. The engine only decides *who trains on what*:
 - ``fully_synthetic``: D^t = D_s^t (MAD Sec. 3)
 - ``augmentation``:    D^t = (D_r, D_s^t) with a fixed real set D_r of n_ini points (MAD Sec. 4)
 - ``fresh``:           D^t = (D_r^t, D_s^t) with n_real fresh real points each generation (MAD Sec. 5)
+- ``growing``:         D^t = (D_r^t, D_s^t) of a size n_t = ``sizes[t-1]`` that may change with t, a real
+                       fraction p fresh real and the rest synthetic (MAD App. G exp. 2, Fig. 31)
 
 Options shared by all three: the sampling bias ``lam``; ``accumulate`` keeps every past
 synthetic set; ``last_k`` draws the synthetic set from the last K models (MAD App. G exp. 1).
+The growing loop takes ``lam`` but neither ``accumulate`` nor ``last_k``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tqdm import tqdm
 
 from madlib._checks import check_choice, check_int, check_interval
 
-LOOP_KINDS = ("fully_synthetic", "augmentation", "fresh")
+LOOP_KINDS = ("fully_synthetic", "augmentation", "fresh", "growing")
 _CHECKPOINT_VERSION = 1
 
 
@@ -56,6 +59,12 @@ class LoopSpec:
     accumulate: keep all past synthetic sets in the training data.
     last_k: draw the synthetic set from the last K models, n_synth / K from each
         (project choice: stratified rather than a multinomial split; same expectation).
+    real_fraction: p in [0, 1], ``growing`` loop only: generation t trains on
+        n_r^t = round(p n_t) fresh real points (nearest integer, halves up) and n_t - n_r^t synthetic
+        points from G^{t-1}; a part of 0 points is left out.
+    sizes: ``growing`` loop only: n_t = |D^t| for t = 1..T (one entry per generation, each >= 2). With
+        ``n_ini`` set, generation 1 trains on n_ini real points as in every loop and sizes[0] is not read.
+        The growing loop takes n_synth = n_real = 0 (the sizes and p set them).
     """
 
     kind: str
@@ -66,6 +75,8 @@ class LoopSpec:
     n_real: int = 0
     accumulate: bool = False
     last_k: int = 1
+    real_fraction: float | None = None
+    sizes: tuple[int, ...] = ()
 
     def __post_init__(self):
         check_choice("kind", self.kind, LOOP_KINDS)
@@ -80,12 +91,40 @@ class LoopSpec:
             raise ValueError("n_ini must be set for the augmentation loop: it is the size of the fixed real set D_r")
         if self.kind != "fresh" and self.n_real != 0:
             raise ValueError(f"n_real is for the fresh loop only; the {self.kind} loop takes n_real = 0")
+        if self.kind == "growing":
+            self._check_growing()
+            return
+        if self.real_fraction is not None or self.sizes:
+            raise ValueError(f"real_fraction and sizes are for the growing loop only; the {self.kind} loop takes neither")
         if self.n_synth < self.last_k:
             raise ValueError(f"n_synth must be >= last_k (each of the last K models contributes); "
                              f"got n_synth = {self.n_synth}, last_k = {self.last_k}")
         real = {"fully_synthetic": 0, "augmentation": self.n_ini or 0, "fresh": self.n_real}[self.kind]
         if real + self.n_synth < 2:
             raise ValueError(f"each generation needs at least 2 training points; real + n_synth = {real + self.n_synth}")
+
+    def _check_growing(self):
+        if self.real_fraction is None:
+            raise ValueError("real_fraction (the real share p of each training set) must be set for the growing loop")
+        check_interval("real_fraction", self.real_fraction, 0.0, 1.0)
+        sizes = tuple(check_int(f"sizes[{i}]", n, minimum=2, why="each generation needs at least 2 training points")
+                      for i, n in enumerate(self.sizes))
+        if len(sizes) != self.generations:
+            raise ValueError(f"sizes must hold one training-set size per generation ({self.generations}); got {len(sizes)}")
+        object.__setattr__(self, "sizes", sizes)  # a list becomes a tuple: the spec stays hashable
+        if self.n_synth != 0:
+            raise ValueError(f"n_synth must be 0 in the growing loop (sizes and real_fraction set it); got {self.n_synth}")
+        if self.accumulate or self.last_k != 1:
+            raise ValueError("the growing loop takes neither accumulate nor last_k > 1")
+
+    def counts(self, t: int) -> tuple[int, int]:
+        """(real, synthetic) points of the training set of generation t >= 2 (or t = 1 from G^0 = P_r)."""
+        if self.kind != "growing":
+            real = {"fully_synthetic": 0, "augmentation": self.n_ini or 0, "fresh": self.n_real}[self.kind]
+            return real, self.n_synth
+        n_t = self.sizes[t - 1]
+        real = min(n_t, int(np.floor(self.real_fraction * n_t + 0.5)))
+        return real, n_t - real
 
 
 @dataclass
@@ -178,18 +217,21 @@ def run_loop(family: ModelFamily, spec: LoopSpec, *, seed: int,
                 if spec.kind == "augmentation":
                     real_fixed = data
             else:
-                sources = window[-spec.last_k:]
-                synth = family.concat([family.sample(m, n, spec.lam, rng)
-                                       for m, n in zip(sources, _synthetic_counts(spec.n_synth, len(sources)))])
-                if spec.accumulate:
-                    synth = synth if synth_all is None else family.concat([synth_all, synth])
-                    synth_all = synth
-                parts = [synth]
+                n_real, n_synth = spec.counts(t)
+                parts = []
+                if n_synth > 0:  # only the growing loop can have none
+                    sources = window[-spec.last_k:]
+                    synth = family.concat([family.sample(m, n, spec.lam, rng)
+                                           for m, n in zip(sources, _synthetic_counts(n_synth, len(sources)))])
+                    if spec.accumulate:
+                        synth = synth if synth_all is None else family.concat([synth_all, synth])
+                        synth_all = synth
+                    parts.append(synth)
                 if spec.kind == "augmentation":
                     parts.insert(0, real_fixed)
-                elif spec.kind == "fresh" and spec.n_real > 0:
-                    parts.insert(0, family.draw_real(spec.n_real, rng))
-                data = family.concat(parts) if len(parts) > 1 else synth
+                elif spec.kind in ("fresh", "growing") and n_real > 0:
+                    parts.insert(0, family.draw_real(n_real, rng))
+                data = family.concat(parts) if len(parts) > 1 else parts[0]
             model = family.fit(data)
             window = (window + [model])[-spec.last_k:]
             new_records = {name: np.asarray(value) for name, value in record(model).items()}
