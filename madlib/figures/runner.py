@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str |
     executed = Path(executed_dir) if executed_dir is not None else repo_root() / "build" / "executed" / profile
     executed.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    # The kernels inherit this: numpy's batched small-matrix work (the Gaussian loops) runs 5-8x slower
+    # with threaded OpenBLAS on a busy 2-core machine. A user's own setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     results = []
     for i, (entry, params) in enumerate(plans, 1):
