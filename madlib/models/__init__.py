@@ -1,4 +1,6 @@
 """Model families the loop engine fits and samples (see :class:`madlib.loops.ModelFamily`).
 
 - :class:`madlib.models.gaussian.GaussianFamily`: MAD's multivariate Gaussian (Sec. 3.1).
+- :class:`madlib.models.mixture.MixtureFamily`: Gaussian mixtures fitted by batched EM, lambda scales component covariances (App. B.2).
+- :class:`madlib.models.flow.FlowFamily`: batched RealNVP flows (torch), lambda = latent variance (App. B.4).
 """
