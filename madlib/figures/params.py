@@ -129,6 +129,16 @@ def notebook_parameters(path: str | Path) -> dict[str, ParamSpec]:
     return parse_parameters_source(parameters_cell(json.loads(Path(path).read_text())))
 
 
+def _number_from_text(value):
+    """'1e3' -> 1000.0 (YAML 1.1 reads such exponents as strings); anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _cast_scalar(spec: ParamSpec, kind: str, value, where: str):
     if kind == "any":
         return value
@@ -139,21 +149,13 @@ def _cast_scalar(spec: ParamSpec, kind: str, value, where: str):
         if isinstance(value, bool):
             return value
     elif kind == "int":
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = _number_from_text(value)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return int(value)
     elif kind == "float":
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = _number_from_text(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif kind == "str":

@@ -107,6 +107,14 @@ def _ball_counts(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tenso
     return torch.cat([(_cdist(points[s:s + step], centres) <= radii).sum(1) for s in starts])
 
 
+def _feature_pair(real_features, fake_features, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    real = _as_features("real_features", real_features, dtype, device)
+    fake = _as_features("fake_features", fake_features, dtype, real.device)
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"real_features and fake_features must have the same dimension; got {real.shape[1]} and {fake.shape[1]}")
+    return real, fake
+
+
 def precision_recall(real_features, fake_features, k: int = 5, *, dtype=torch.float64,
                      device=None) -> PrecisionRecall:
     """Improved precision and recall of Kynkäänniemi et al. 2019 [1], with k = 5 as in MAD.
@@ -124,10 +132,7 @@ def precision_recall(real_features, fake_features, k: int = 5, *, dtype=torch.fl
     Returns:
         :class:`PrecisionRecall` (precision, recall, k, n_real, n_fake).
     """
-    real = _as_features("real_features", real_features, dtype, device)
-    fake = _as_features("fake_features", fake_features, dtype, real.device)
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real_features and fake_features must have the same dimension; got {real.shape[1]} and {fake.shape[1]}")
+    real, fake = _feature_pair(real_features, fake_features, dtype, device)
     precision = (_ball_counts(fake, real, knn_radii(real, k)) > 0).double().mean()
     recall = (_ball_counts(real, fake, knn_radii(fake, k)) > 0).double().mean()
     return PrecisionRecall(float(precision), float(recall), int(k), real.shape[0], fake.shape[0])
@@ -147,10 +152,7 @@ def density_coverage(real_features, fake_features, k: int = 5, *, dtype=torch.fl
     Returns:
         :class:`DensityCoverage` (density, coverage, k, n_real, n_fake).
     """
-    real = _as_features("real_features", real_features, dtype, device)
-    fake = _as_features("fake_features", fake_features, dtype, real.device)
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real_features and fake_features must have the same dimension; got {real.shape[1]} and {fake.shape[1]}")
+    real, fake = _feature_pair(real_features, fake_features, dtype, device)
     radii = knn_radii(real, k)  # [N]
     density = _ball_counts(fake, real, radii).double().sum() / (k * fake.shape[0])
     starts, step = _chunks(real.shape[0], fake.shape[0])
