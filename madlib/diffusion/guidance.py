@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 
-def _check_w(w) -> float:
+def check_weight(w) -> float:
     w = float(w)
     if not math.isfinite(w):
         raise ValueError(f"w (guidance weight) must be finite; got {w}")
@@ -28,7 +28,7 @@ def extrapolate(primary: torch.Tensor, guide: torch.Tensor, w: float) -> torch.T
     if primary.shape != guide.shape:
         raise ValueError(f"primary and guide predictions must have one shape; got {tuple(primary.shape)} "
                          f"and {tuple(guide.shape)}")
-    w = _check_w(w)
+    w = check_weight(w)
     return primary if w == 0 else primary + w * (primary - guide)
 
 
@@ -44,7 +44,7 @@ def cfg(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
 
 def lam_from_w(w: float) -> float:
     """MAD's sampling bias lambda = 1 / (1 + w) (M:115)."""
-    w = _check_w(w)
+    w = check_weight(w)
     if w <= -1:
         raise ValueError(f"w must be > -1 for a sampling bias lambda; got {w}")
     return 1.0 / (1.0 + w)
@@ -60,16 +60,16 @@ def w_from_lam(lam: float) -> float:
 
 def cfg_scale_from_w(w: float) -> float:
     """ReDiFine's CFG scale = 1 + w (R:249): CFG 1 is plain conditional sampling."""
-    return 1.0 + _check_w(w)
+    return 1.0 + check_weight(w)
 
 
 def w_from_cfg_scale(scale: float) -> float:
-    return _check_w(scale) - 1.0
+    return check_weight(scale) - 1.0
 
 
 def constant_weight(w: float) -> Callable[[int, int], float]:
     """A guidance schedule: step index i of n steps (0 = pure noise) -> w."""
-    w = _check_w(w)
+    w = check_weight(w)
     return lambda i, n: w
 
 
@@ -80,5 +80,5 @@ def exponential_cfg_weight(s0: float = 7.5, alpha: float = 2.0) -> Callable[[int
 
 def interval_weight(w: float, first: int, last: int | None = None) -> Callable[[int, int], float]:
     """Guidance only for steps first <= i < last (SIMS App. A skips the first steps); 0 elsewhere."""
-    w = _check_w(w)
+    w = check_weight(w)
     return lambda i, n: w if first <= i < (n if last is None else last) else 0.0
