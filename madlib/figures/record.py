@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from madlib._io import atomic_path
 
 PROFILES = ("smoke", "default", "paper", "custom")
 _VERSIONED = ("madlib", "numpy", "scipy", "matplotlib", "seaborn", "torch", "torchvision",
@@ -88,24 +89,9 @@ def git_commit() -> str | None:
         return None
 
 
-def _publish(tmp: str, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 @dataclass
@@ -161,15 +147,8 @@ class FigureRecord:
         """Write ``<name>.png`` and ``<name>.json`` into ``out_dir`` (default: the repo's figures/)."""
         out = Path(out_dir) if out_dir is not None else default_out_dir()
         out.mkdir(parents=True, exist_ok=True)
-        png = out / f"{self.name}.png"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{self.name}.", suffix=".png")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=130, bbox_inches="tight")
-            _publish(tmp, png)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(out / f"{self.name}.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
         path = out / f"{self.name}.json"
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         return path

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
@@ -29,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from madlib._checks import check_choice, check_int, check_interval
+from madlib._io import atomic_path
 
 LOOP_KINDS = ("fully_synthetic", "augmentation", "fresh", "growing")
 _CHECKPOINT_VERSION = 1
@@ -144,18 +144,9 @@ def _synthetic_counts(n_synth: int, models: int) -> list[int]:
 
 
 def _atomic_pickle(obj, path: Path) -> None:
-    """Write to a temporary file then rename, so a reader never sees half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A reader never sees half a checkpoint."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _load_checkpoint(path: Path, identity: dict) -> dict | None:

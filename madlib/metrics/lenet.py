@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from madlib._checks import check_int
+from madlib._io import atomic_path
 
 __all__ = ["LeNet", "LeNetRecipe", "DEFAULT_RECIPE", "TINY_RECIPE", "CacheWarning", "cache_dir", "cache_path",
            "train_lenet", "load_lenet", "lenet_features", "lenet_logits", "class_histogram", "to_lenet_input"]
@@ -216,17 +215,8 @@ def _save(model: LeNet, path: Path, recipe_dict: dict, recipe_hash: str) -> None
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"recipe": recipe_dict, "recipe_hash": recipe_hash, "state_dict": state,
                "checksum": _weights_checksum(state), "info": {k: v for k, v in model.info.items() if k != "recipe"}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _load(path: Path, recipe_dict: dict, recipe_hash: str) -> tuple[LeNet | None, str]:
