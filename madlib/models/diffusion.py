@@ -29,7 +29,7 @@ from madlib.diffusion.networks import EnsembleMLP
 from madlib.diffusion.samplers import ddpm_ancestral_sampler
 from madlib.diffusion.schedules import cosine_schedule
 from madlib.diffusion.training import finetune_copy, train_ensemble
-from madlib.theory.gaussian import w2_gaussian
+from madlib.theory.gaussian import fit_gaussian, gaussian_stats, w2_gaussian
 
 
 @dataclass
@@ -129,7 +129,5 @@ class DiffusionFamily:
     def summary(self, model: SimsModel) -> dict[str, np.ndarray]:
         """W2 between P_r and the Gaussian fitted to ``eval_samples`` guided samples per run [R], and the moments."""
         x = self._draw(model, self.eval_samples, torch.Generator().manual_seed(self.eval_seed)).double().cpu().numpy()
-        mean = x.mean(1)
-        dev = x - mean[:, None]
-        cov = np.einsum("rni,rnj->rij", dev, dev) / (x.shape[1] - 1)
+        mean, cov = fit_gaussian(gaussian_stats(x))
         return {"w2": w2_gaussian(mean, cov, self.mean, self.cov), "mean": mean, "cov": cov}
