@@ -179,7 +179,7 @@ def run_loop(family: ModelFamily, spec: LoopSpec, *, seed: int,
     record = record or family.summary
     # A family may define fingerprint() (its P_r, runs, ...) so that a checkpoint of another family is refused.
     family_id = family.fingerprint() if hasattr(family, "fingerprint") else type(family).__qualname__
-    identity = {"spec": dataclasses.asdict(spec), "seed": seed, "family": family_id}
+    identity = {"version": _CHECKPOINT_VERSION, "spec": dataclasses.asdict(spec), "seed": seed, "family": family_id}
     path = Path(checkpoint) if checkpoint is not None else None
     state = _load_checkpoint(path, identity) if path is not None else None
 
