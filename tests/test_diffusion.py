@@ -79,6 +79,15 @@ def test_guidance_identities():
     assert schedule(0, 30) == pytest.approx(6.5) and 1 + schedule(30, 30) == pytest.approx(7.5 * math.exp(-2))
     window = interval_weight(2.0, first=10)
     assert [window(i, 32) for i in (0, 9, 10, 31)] == [0.0, 0.0, 2.0, 2.0]
+    # per-member weights [R]: member r gets w[r], exactly its primary at w[r] = 0
+    per_member = sims_score(a, b, torch.tensor([0.0, 2.0, -1.0]))
+    assert torch.equal(per_member[0], a[0])
+    torch.testing.assert_close(per_member[1], 3 * a[1] - 2 * b[1])
+    torch.testing.assert_close(per_member[2], b[2])
+    with pytest.raises(ValueError, match="one entry per member"):
+        sims_score(a, b, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="must be finite"):
+        sims_score(a, b, torch.tensor([1.0, float("nan"), 0.0]))
 
 
 def test_guided_sampler_with_equal_models_equals_unguided():

@@ -71,3 +71,27 @@ def test_bad_input_is_named():
         DiffusionFamily(P_MEAN, P_COV, runs=1, w=float("inf"))
     with pytest.raises(ValueError, match="cov must be positive definite"):
         DiffusionFamily(P_MEAN, [[1.0, 2.0], [2.0, 1.0]], runs=1)
+
+
+def test_a_weight_grid_is_one_ensemble_with_paired_real_sets():
+    family = DiffusionFamily(P_MEAN, P_COV, runs=2, w=(0.0, 3.0), empirical_points=50, **TINY)
+    assert family.members == 4 and family.member_w.tolist() == [0.0, 0.0, 3.0, 3.0]
+    data = family.draw_real(30, np.random.default_rng(0))
+    assert data.points.shape == (4, 30, 2)
+    torch.testing.assert_close(data.points[:2], data.points[2:])  # run r sees one D_r at every weight
+    assert not torch.equal(data.points[0], data.points[1])
+    model = family.fit(data)
+    summary = family.summary(model)
+    assert summary["w2"].shape == summary["w2_empirical"].shape == (4,)
+    # the w = 0 members of a grid sample their base model exactly: the guide is multiplied by 0
+    alone = DiffusionFamily(P_MEAN, P_COV, runs=4, w=0.0, **TINY)
+    g = torch.Generator().manual_seed(5)
+    grid_draw = family._draw(model, 20, torch.Generator().manual_seed(5))
+    base_draw = alone._draw(type(model)(model.base, None), 20, g)
+    torch.testing.assert_close(grid_draw[:2], base_draw[:2], rtol=0, atol=0)
+    assert not torch.allclose(grid_draw[2:], base_draw[2:])
+
+
+def test_empirical_points_cannot_exceed_eval_samples():
+    with pytest.raises(ValueError, match="empirical_points must be <= eval_samples"):
+        DiffusionFamily(P_MEAN, P_COV, runs=1, empirical_points=10_000, eval_samples=100)

@@ -16,19 +16,34 @@ from typing import Callable
 import torch
 
 
-def check_weight(w) -> float:
+def check_weight(w):
+    """A finite float, or a 1-D tensor of finite per-member weights (one per ensemble member)."""
+    if isinstance(w, torch.Tensor):
+        if w.ndim != 1 or not torch.isfinite(w).all():
+            raise ValueError(f"w (guidance weight) must be finite: a number or a 1-D tensor of one weight per "
+                             f"member; got {w}")
+        return w
     w = float(w)
     if not math.isfinite(w):
         raise ValueError(f"w (guidance weight) must be finite; got {w}")
     return w
 
 
-def extrapolate(primary: torch.Tensor, guide: torch.Tensor, w: float) -> torch.Tensor:
-    """(1 + w) primary - w guide: w = 0 gives primary, w = -1 gives guide."""
+def extrapolate(primary: torch.Tensor, guide: torch.Tensor, w) -> torch.Tensor:
+    """(1 + w) primary - w guide: w = 0 gives primary, w = -1 gives guide.
+
+    ``w`` may be a tensor [R] of per-member weights (ensembles lead every tensor): member r gets w[r],
+    and a member with w[r] = 0 gets its primary prediction exactly.
+    """
     if primary.shape != guide.shape:
         raise ValueError(f"primary and guide predictions must have one shape; got {tuple(primary.shape)} "
                          f"and {tuple(guide.shape)}")
     w = check_weight(w)
+    if isinstance(w, torch.Tensor):
+        if w.shape[0] != primary.shape[0]:
+            raise ValueError(f"per-member w must have one entry per member ({primary.shape[0]}); got {w.shape[0]}")
+        w = w.to(primary).reshape((-1,) + (1,) * (primary.ndim - 1))
+        return primary + w * (primary - guide)
     return primary if w == 0 else primary + w * (primary - guide)
 
 
@@ -67,8 +82,8 @@ def w_from_cfg_scale(scale: float) -> float:
     return check_weight(scale) - 1.0
 
 
-def constant_weight(w: float) -> Callable[[int, int], float]:
-    """A guidance schedule: step index i of n steps (0 = pure noise) -> w."""
+def constant_weight(w) -> Callable[[int, int], float]:
+    """A guidance schedule: step index i of n steps (0 = pure noise) -> w (a float or per-member tensor)."""
     w = check_weight(w)
     return lambda i, n: w
 

@@ -21,7 +21,9 @@ def _guided(primary: Predict, guide: Predict | None, weight, i: int, n: int, x, 
     if guide is None:
         return primary(x, t)
     w = weight(i, n)
-    return primary(x, t) if w == 0 else extrapolate(primary(x, t), guide(x, t), w)
+    if not isinstance(w, torch.Tensor) and w == 0:  # skip the guide's forward pass
+        return primary(x, t)
+    return extrapolate(primary(x, t), guide(x, t), w)
 
 
 def ddpm_ancestral_sampler(eps: Predict, noise: torch.Tensor, schedule: DDPMSchedule, *,
