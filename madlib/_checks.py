@@ -56,3 +56,18 @@ def check_covariance(name: str, cov, *, dim: int | None = None, strict: bool = T
         kind = "positive definite" if strict else "positive semi-definite"
         raise ValueError(f"{name} must be {kind}; its smallest eigenvalue is {eig_min:.3g}")
     return cov
+
+
+def resolve_device(name: str, value: str) -> str:
+    """"auto" -> "cuda" when a GPU is present, else "cpu"; "cpu", "cuda", "cuda:N" pass if usable."""
+    import torch  # torch is a base dependency, imported here to keep this module light
+
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cpu":
+        return value
+    if isinstance(value, str) and (value == "cuda" or value.startswith("cuda:")):
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} = {value!r} but no CUDA device is available; use 'cpu' or 'auto'")
+        return value
+    raise ValueError(f"{name} must be one of ['auto', 'cpu', 'cuda', 'cuda:N']; got {value!r}")
