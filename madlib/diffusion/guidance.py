@@ -1,6 +1,7 @@
 """Guidance as one piece: every guided prediction is (1 + w) primary - w guide.
 
-- classifier-free guidance (MAD, ReDiFine): primary = conditional, guide = unconditional prediction;
+- classifier-free guidance (MAD, ReDiFine): primary = conditional, guide = unconditional prediction
+  (:func:`cfg_predictors` makes both from one network trained with condition dropout);
 - SIMS (Eq. 5): primary = base model, guide = auxiliary model fine-tuned on the base model's samples;
 - schedules over sampling steps (ReDiFine Sec. 5) and guidance limited to an interval of steps (SIMS App. A).
 
@@ -55,6 +56,25 @@ def sims_score(base: torch.Tensor, aux: torch.Tensor, w: float) -> torch.Tensor:
 def cfg(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
     # MAD Sec. 2.3 / Ho & Salimans 2022: eps = (1 + w) eps_cond - w eps_uncond
     return extrapolate(cond, uncond, w)
+
+
+def class_conditional(net, y: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The sampler's prediction function (x, t) -> net(x, t, y) of a class-conditional network.
+
+    y [R, B] integer labels, or None for the "no label" token (index ``net.num_classes``, the
+    unconditional model that condition dropout trains).
+    """
+    return lambda x, t: net(x, t, y)
+
+
+def cfg_predictors(net, y: torch.Tensor | None):
+    # Ho & Salimans 2022 Eq. 6 (MAD Sec. 2.3): primary = eps(x, t, y), guide = eps(x, t, no label)
+    """(primary, guide) for classifier-free guidance with one network trained with condition dropout.
+
+    Pass them as ``eps`` and ``guide`` to a sampler with ``weight=constant_weight(w)``; MAD's bias
+    gives w = w_from_lam(lam), and w = 0 (lam = 1) samples the conditional model alone.
+    """
+    return class_conditional(net, y), class_conditional(net, None)
 
 
 def lam_from_w(w: float) -> float:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
+from madlib.diffusion._random import randn
 from madlib.diffusion.guidance import constant_weight, extrapolate
 from madlib.diffusion.schedules import DDPMSchedule
 
@@ -28,19 +30,46 @@ def _guided(primary: Predict, guide: Predict | None, weight, i: int, n: int, x, 
 
 def ddpm_ancestral_sampler(eps: Predict, noise: torch.Tensor, schedule: DDPMSchedule, *,
                            guide: Predict | None = None, weight=constant_weight(0.0),
-                           generator: torch.Generator | None = None) -> torch.Tensor:
+                           generator: torch.Generator | None = None, clip_x0: tuple[float, float] | None = None,
+                           progress: bool = False) -> torch.Tensor:
     # Ho et al. 2020 Algorithm 2 with sigma_t^2 = beta_t
-    """noise: x_T [R, B, d] ~ N(0, I); eps(x, t) predicts the noise at step index t (a [R, B] tensor)."""
+    """x_0 from x_T = ``noise`` [R, B, ...] ~ N(0, I) (points [R, B, d] or images [R, B, C, H, W]).
+
+    eps(x, t) predicts the noise at step index t (a float tensor [R, B]); for a class-conditional
+    network and classifier-free guidance see :func:`madlib.diffusion.guidance.cfg_predictors`.
+    ``clip_x0`` = (low, high), the data range: each step clips the predicted x_0 to it and moves to
+    the posterior mean (:func:`clipped_posterior_mean`), as the DDPM authors' image sampler does; without
+    clipping both steps are the same. The step noise is drawn from ``generator`` on its own device and
+    moved to ``noise``'s.
+    """
     schedule = schedule.to(noise.device)
     x, n = noise, schedule.steps
-    for i, t in enumerate(range(n - 1, -1, -1)):
+    for i, t in enumerate(tqdm(range(n - 1, -1, -1), disable=not progress, leave=False, desc="sample")):
         t_in = torch.full(x.shape[:2], float(t), device=x.device, dtype=x.dtype)
         e = _guided(eps, guide, weight, i, n, x, t_in)
         beta, alpha, ab = schedule.betas[t], schedule.alphas[t], schedule.alpha_bar[t]
-        x = (x - beta / (1 - ab).sqrt() * e) / alpha.sqrt()
+        if clip_x0 is None:
+            x = (x - beta / (1 - ab).sqrt() * e) / alpha.sqrt()
+        else:
+            x = clipped_posterior_mean(x, e, schedule, t, clip_x0)
         if t > 0:
-            x = x + beta.sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + beta.sqrt() * randn(x.shape, generator, x.device, x.dtype)
     return x
+
+
+def clipped_posterior_mean(x: torch.Tensor, e: torch.Tensor, schedule: DDPMSchedule, t: int,
+                           clip_x0: tuple[float, float]) -> torch.Tensor:
+    # Ho et al. 2020 Eq. 7: mu_t(x_t, x0), x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t) clipped to the data range
+    """The mean of x_{t-1} given x_t [R, B, ...] and the noise prediction e; at t = 0 the clipped x0 itself.
+
+    Unclipped, this equals Algorithm 2's mean (x_t - beta_t / sqrt(1 - ab_t) e) / sqrt(alpha_t); clipping
+    keeps the large first steps of a schedule with beta near 1 (cosine, T small) from amplifying the
+    network's error.
+    """
+    beta, alpha, ab = schedule.betas[t], schedule.alphas[t], schedule.alpha_bar[t]
+    ab_prev = schedule.alpha_bar[t - 1] if t > 0 else torch.ones_like(ab)
+    x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(*clip_x0)
+    return (ab_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - ab_prev) * x) / (1 - ab)
 
 
 def edm_heun_sampler(denoise: Predict, latents: torch.Tensor, sigmas: torch.Tensor, *,

@@ -28,18 +28,20 @@ class TrainStats:
 def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, *, samples_seen: int,
                    batch_size: int = 256, lr: float = 1e-3, labels: torch.Tensor | None = None,
                    cond_dropout: float = 0.0, generator: torch.Generator | None = None,
-                   progress: bool = False) -> TrainStats:
+                   after_step: Callable[[], None] | None = None, progress: bool = False) -> TrainStats:
     """Train every member of ``net`` on its own dataset with Adam.
 
-    data [R, N, d] (member r sees only data[r]); labels [R, N] or None. Each epoch visits a fresh
-    permutation per member; the budget ``samples_seen`` per member sets the number of steps
-    ceil(samples_seen / batch), the batch clipped to N. ``loss_fn(net, x0, generator=..., y=...)``
+    data [R, N, ...] (points [R, N, d] or images [R, N, C, H, W]; member r sees only data[r]);
+    labels [R, N] or None. Each epoch visits a fresh permutation per member; the budget
+    ``samples_seen`` per member sets the number of steps ceil(samples_seen / batch), the batch
+    clipped to N. ``loss_fn(net, x0, generator=..., y=...)``
     returns per-member losses [R]; their sum trains all members at once, and Adam being elementwise,
     each member follows exactly the updates it would get alone. Condition dropout replaces a label
     by the "no label" token (``net.num_classes``) with probability ``cond_dropout``.
+    ``after_step()`` runs after every optimiser step (e.g. an EMA update, :func:`ema_update`).
     """
-    if data.ndim != 3 or data.shape[0] != getattr(net, "members", data.shape[0]):
-        raise ValueError(f"data must be [members, N, d] matching the network; got {tuple(data.shape)}")
+    if data.ndim < 3 or data.shape[0] != getattr(net, "members", data.shape[0]):
+        raise ValueError(f"data must be [members, N, ...] matching the network; got {tuple(data.shape)}")
     members, n = data.shape[:2]
     if n < 1:
         raise ValueError("data must hold at least one point per member (got an empty dataset)")
@@ -68,10 +70,20 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
+        if after_step is not None:
+            after_step()
     seconds = time.perf_counter() - start
     return TrainStats(steps=steps, samples_seen=steps * batch, seconds=seconds,
                       samples_per_s=steps * batch * members / max(seconds, 1e-9),
                       final_loss=losses.detach().cpu().tolist())
+
+
+@torch.no_grad()
+def ema_update(average: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    # Ho et al. 2020 App. B (EMA decay 0.9999): theta_ema <- decay theta_ema + (1 - decay) theta
+    """Move every parameter of ``average`` (a copy of ``net``) towards ``net``'s, in place."""
+    for a, p in zip(average.parameters(), net.parameters()):
+        a.lerp_(p, 1.0 - decay)
 
 
 def finetune_copy(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, *, samples_seen: int,
