@@ -3,7 +3,7 @@
 Ensembles lead every tensor: inputs [R, B, d], parameters [R, fan_in, fan_out]. One batched matmul
 (torch.baddbmm) per layer trains R independent models at the cost of one larger model, which is
 where the speed of many-run experiments (SIMS-1: hundreds of runs) comes from. The image U-Net of
-the MNIST experiments will live beside this MLP.
+the MNIST experiments is :class:`madlib.diffusion.unet.UNet`.
 """
 
 from __future__ import annotations
