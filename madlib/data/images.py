@@ -35,7 +35,7 @@ import torch
 
 from madlib._checks import check_choice, check_int
 
-__all__ = ["DATASETS", "SPLITS", "DTYPES", "load_images", "stratified_holdout"]
+__all__ = ["DATASETS", "SPLITS", "DTYPES", "load_images", "stratified_holdout", "to_uint8", "from_uint8"]
 
 SPLITS = ("train", "test", "all")
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float64": torch.float64}
@@ -148,9 +148,36 @@ def load_images(name: str, split: str = "train", *, size: int | None = None, dty
     if dtype == "uint8":
         x = x.to(torch.uint8)
     else:
-        low, high = (float(v) for v in pixel_range)
-        if not high > low:
-            raise ValueError(f"pixel_range must be (low, high) with high > low; got {pixel_range}")
+        low, high = _check_pixel_range(pixel_range)
         xf = x.double() / 255.0 if x.dtype == torch.uint8 else x
         x = (low + (high - low) * xf).to(DTYPES[dtype])
     return x.to(device), y.to(device)
+
+
+def _check_pixel_range(pixel_range) -> tuple[float, float]:
+    low, high = (float(v) for v in pixel_range)
+    if not high > low:
+        raise ValueError(f"pixel_range must be (low, high) with high > low; got {pixel_range}")
+    return low, high
+
+
+def to_uint8(images: torch.Tensor, pixel_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Float images with values in ``pixel_range`` -> uint8 0..255, as saving them as PNG does.
+
+    round(255 (x - low) / (high - low)) after clipping to the range (rounding half to even); the
+    inverse of :func:`from_uint8` on the 256 grey levels. Any shape; stays on the input's device.
+    """
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor to quantise; got {images.dtype}")
+    low, high = _check_pixel_range(pixel_range)
+    x = (images.to(torch.promote_types(images.dtype, torch.float32)) - low) / (high - low)
+    return torch.round(x.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
+def from_uint8(images: torch.Tensor, pixel_range: tuple[float, float] = (0.0, 1.0),
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images 0..255 -> ``dtype`` values low + (high - low) x / 255 (the mapping of :func:`load_images`)."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8; got {images.dtype}")
+    low, high = _check_pixel_range(pixel_range)
+    return (low + (high - low) * (images.double() / 255.0)).to(dtype)

@@ -13,12 +13,15 @@ dataclasses or dicts that state the sample sizes. Modules:
 - :mod:`~madlib.metrics.modes`: :func:`mode_coverage` (25-mode mixture, MAD App. B.2).
 - :mod:`~madlib.metrics.lenet`: the project's LeNet classifier (feature extractor), cached on disk:
   :func:`load_lenet`, :func:`lenet_features`, :func:`class_histogram`.
+- :mod:`~madlib.metrics.images`: :func:`image_metrics` (FID, precision / recall and classifier accuracy of
+  class-conditional samples with LeNet features: the MNIST metrics of MAD-9..12).
 - :mod:`~madlib.metrics.fidelity`: FID / KID / precision-recall through torch-fidelity, which only this
   module imports (import it explicitly: ``from madlib.metrics.fidelity import fidelity_metrics``).
 """
 
 from madlib.metrics.distances import (FrechetDistance, W2Distance, collapse_rate, feature_statistics,
                                       frechet_distance, w2_empirical, w2_gaussian)
+from madlib.metrics.images import image_metrics
 from madlib.metrics.lenet import (DEFAULT_RECIPE, TINY_RECIPE, CacheWarning, LeNetRecipe, cache_dir,
                                   class_histogram, lenet_features, lenet_logits, load_lenet)
 from madlib.metrics.memorization import Memorization, memorization, nearest_feature_distance, nearest_ssim, ssim
@@ -34,4 +37,5 @@ __all__ = [
     "nearest_ssim", "ssim", "ModeCoverage", "mode_coverage", "DensityCoverage", "PrecisionRecall",
     "density_coverage", "expected_coverage", "knn_radii", "precision_recall", "high_frequency_power", "power_spectrum",
     "radial_frequency", "radial_power_spectrum",
+    "image_metrics",
 ]

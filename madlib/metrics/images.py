@@ -1,0 +1,61 @@
+"""The MNIST image metrics of MAD-9..12 in one call: FID, precision and recall with LeNet features, and
+the classifier accuracy of class-conditional samples.
+
+MAD measures its MNIST DDPMs with FID, precision and recall (k = 5) on LeNet features (Sec. 3.2,
+footnote 3); "almost illegible" samples (Fig. 5) are measured here as the share of samples that the
+project's LeNet assigns to the class they were generated for.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from madlib._checks import check_int
+from madlib.metrics.distances import frechet_distance
+from madlib.metrics.lenet import LeNet, lenet_features, lenet_logits
+from madlib.metrics.prdc import precision_recall
+
+__all__ = ["image_metrics"]
+
+
+def _mean_intensity(images: torch.Tensor) -> float:
+    return float(images.double().mean() / (255.0 if images.dtype == torch.uint8 else 1.0))
+
+
+def _accuracy(images: torch.Tensor, labels: torch.Tensor, lenet: LeNet, batch_size: int) -> float:
+    predicted = lenet_logits(images, lenet, batch_size=batch_size).argmax(1).cpu()
+    return float((predicted == labels.cpu()).double().mean())
+
+
+def image_metrics(fake_images: torch.Tensor, fake_labels: torch.Tensor, real_images: torch.Tensor,
+                  real_labels: torch.Tensor, lenet: LeNet, *, k: int = 5, batch_size: int = 1000) -> dict[str, float]:
+    # MAD Sec. 3.2 and footnote 3: FID and precision / recall (k = 5, Kynkaanniemi et al. 2019) on LeNet features
+    """FID, precision, recall, classifier accuracy and mean intensity of generated images against real ones.
+
+    Args:
+        fake_images: generated images [M, C, H, W], uint8 0..255 or float in [0, 1] (any size:
+            :func:`madlib.metrics.lenet.to_lenet_input` resizes to 28x28).
+        fake_labels: [M] the class each image was generated for.
+        real_images, real_labels: [N, C, H, W] and [N], the reference set (e.g. the held-out split).
+        lenet: the feature extractor and classifier (:func:`madlib.metrics.lenet.load_lenet`).
+        k: the precision / recall neighbourhood (MAD: 5).
+
+    Returns:
+        ``fid`` (squared Fréchet distance of the 128-d LeNet features), ``precision``, ``recall``,
+        ``accuracy`` (share of fake images classified as their label), ``real_accuracy`` (the same for the
+        real set: the classifier's ceiling at this image size), ``mean_intensity`` and
+        ``real_mean_intensity`` (mean pixel value in [0, 1]), ``n_fake``, ``n_real``.
+    """
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    for name, images, labels in (("fake", fake_images, fake_labels), ("real", real_images, real_labels)):
+        if images.ndim != 4 or labels.shape != images.shape[:1]:
+            raise ValueError(f"{name}_images must be [n, C, H, W] with {name}_labels [n]; got "
+                             f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    fake = lenet_features(fake_images, lenet, batch_size=batch_size)
+    real = lenet_features(real_images, lenet, batch_size=batch_size)
+    precision, recall = precision_recall(real, fake, k=k)
+    return {"fid": float(frechet_distance(real, fake)), "precision": precision, "recall": recall,
+            "accuracy": _accuracy(fake_images, fake_labels, lenet, batch_size),
+            "real_accuracy": _accuracy(real_images, real_labels, lenet, batch_size),
+            "mean_intensity": _mean_intensity(fake_images), "real_mean_intensity": _mean_intensity(real_images),
+            "n_fake": int(fake_images.shape[0]), "n_real": int(real_images.shape[0])}
