@@ -1,0 +1,275 @@
+"""Class-conditional image DDPMs as a model family of the loop engine (MAD Sec. 3.2-4, MAD-9..12).
+
+One generation, as MAD trains its MNIST DDPMs (Sec. 3.2, 4.1):
+
+1. ``fit``: a fresh U-Net (:class:`madlib.diffusion.unet.UNet`) is trained from scratch on the
+   generation's training set with the DDPM epsilon loss and 10% condition dropout (the "no label"
+   token trains the unconditional model that classifier-free guidance needs);
+2. ``sample``: class-balanced labels (n / 10 per class, the first n mod 10 classes one more), DDPM
+   ancestral sampling with classifier-free guidance eps = (1 + w) eps(x, y) - w eps(x) and MAD's
+   bias lambda = 1 / (1 + w), i.e. w = 1 / lambda - 1 (lambda = 1: the plain conditional model);
+   the images are quantised to uint8, as saving them does, and that is what the next generation
+   trains on;
+3. ``summary``: ``eval_samples`` class-balanced samples at the family's lambda with a fixed seed
+   (the same noise every generation), measured by :func:`madlib.metrics.images.image_metrics`
+   against the dataset's held-out split: FID, precision, recall (k = 5) on LeNet features, classifier
+   accuracy, mean intensity.
+
+**One run.** Every record has a leading run axis of length 1 (``records["fid"]`` is [G, 1]); for
+several runs, call :func:`madlib.loops.run_loop` once per seed.
+
+**Data.** :class:`ImageSet` holds uint8 images [N, C, H, W] and labels [N] on the CPU, the
+generation that made each image (``source``: 0 = real, s = sampled from G^s) and the seed that
+fitting on it uses (drawn from the loop's generator, so fits are reproducible and resumable). The real
+set is fixed by the constructor (``dataset``, ``image_size``, ``root``): ``draw_real`` takes a
+class-balanced random subset of its training split.
+
+**Store.** With ``store_dir``, ``fit`` writes the training set of generation t to
+``gen_<t:03d>_train.npz`` (real and synthetic images, ``source`` per image) and ``summary`` its
+evaluation samples to ``gen_<t:03d>_eval.npz`` (:func:`madlib.data.save_image_set`), so metrics and
+t-SNE can be recomputed without retraining. A resumed loop rewrites identical files.
+
+**Defaults** follow the paper where it says something (T = 500 steps, 10% condition dropout, lambda
+through CFG, MNIST at 28x28, every generation from scratch); the network, the cosine schedule and the
+training budget are project choices (the paper gives none). Throughput on the 2-core development
+machine (one thread, shared): training 440 images/s at 14x14 and base width 32, 110 at 28x28;
+sampling costs T network passes per image (2 T with guidance).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from madlib._checks import check_choice, check_int, check_interval, resolve_device
+from madlib.data.images import DATASETS, from_uint8, load_images, to_uint8
+from madlib.data.store import save_image_set
+from madlib.diffusion.guidance import cfg_predictors, constant_weight, w_from_lam
+from madlib.diffusion.losses import ddpm_eps_loss
+from madlib.diffusion.samplers import ddpm_ancestral_sampler
+from madlib.diffusion.schedules import cosine_schedule
+from madlib.diffusion.training import TrainStats, ema_update, train_ensemble
+from madlib.diffusion.unet import UNet
+
+__all__ = ["ImageSet", "ImageModel", "ImageDiffusionFamily", "balanced_labels", "PIXEL_RANGE"]
+
+PIXEL_RANGE = (-1.0, 1.0)  # the networks see images mapped linearly from 0..255 onto [-1, 1]
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """Class-ordered labels [n]: n // K of every class, one more for the first n mod K classes."""
+    n, num_classes = check_int("n", n, minimum=0), check_int("num_classes", num_classes, minimum=1)
+    counts = torch.full((num_classes,), n // num_classes)
+    counts[:n % num_classes] += 1
+    return torch.repeat_interleave(torch.arange(num_classes), counts)
+
+
+@dataclass
+class ImageSet:
+    """A training set: images uint8 [N, C, H, W], labels int64 [N], source int64 [N] (0 = real, s = from
+    G^s), all on the CPU, and the seed that ``fit`` draws with."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: torch.Tensor
+    seed: int
+
+
+@dataclass
+class ImageModel:
+    """One generation: the trained U-Net (its EMA copy when ``ema_decay`` > 0), its generation and training stats."""
+
+    net: UNet
+    generation: int
+    stats: TrainStats
+
+
+class ImageDiffusionFamily:
+    """Class-conditional DDPMs on an image dataset, fitted and sampled by :func:`madlib.loops.run_loop`.
+
+    Args:
+        dataset: a key of :data:`madlib.data.DATASETS` (``"mnist5k"``, ``"digits"``, ``"mnist"``).
+        image_size: images are resized to this height = width (MNIST: 28).
+        root: torchvision's MNIST folder, for ``dataset="mnist"`` only.
+        lam: MAD's sampling bias in (0, 1]; guidance weight w = 1 / lam - 1. The loop's ``LoopSpec.lam``
+            must equal it (``sample`` refuses another value), so that ``summary`` measures what the loop
+            trains on.
+        steps: DDPM steps T (MAD: 500); ``max_beta``: the cosine schedule's clip.
+        clip_x0: sample with the predicted x_0 clipped to the pixel range (the DDPM authors' image sampler;
+            without it, few steps of the cosine schedule diverge).
+        base_channels, channel_mults, num_res_blocks, attention: the U-Net (:class:`UNet`).
+        epochs: training budget per generation, in passes over that generation's training set
+            (samples seen = ceil(epochs * N)); ``batch_size``, ``lr`` (Adam), ``cond_dropout`` (MAD: 0.1).
+        ema_decay: 0 (off) or the decay of an exponential moving average of the weights, which then samples.
+        eval_samples, eval_seed: the samples ``summary`` measures (class-balanced, fixed noise).
+        sample_batch: images per sampler call (bounds memory; the draws depend on it).
+        lenet: the classifier recipe of the metrics (:func:`madlib.metrics.load_lenet`: ``"default"``,
+            ``"tiny"`` for tests, or a ``LeNetRecipe``).
+        store_dir: folder for the per-generation image sets (module docstring), or None.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; amp (bf16 autocast) and channels_last
+            are meant for CUDA.
+        progress: tqdm bars for training and sampling.
+    """
+
+    def __init__(self, dataset: str = "mnist5k", *, image_size: int = 28, root: str | os.PathLike | None = None,
+                 lam: float = 1.0, steps: int = 500, max_beta: float = 0.999, clip_x0: bool = True,
+                 base_channels: int = 32,
+                 channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1, attention: bool = False,
+                 epochs: float = 20.0, batch_size: int = 128, lr: float = 1e-3, cond_dropout: float = 0.1,
+                 ema_decay: float = 0.0, eval_samples: int = 1000, eval_seed: int = 0, sample_batch: int = 1000,
+                 lenet="default", store_dir: str | os.PathLike | None = None, device: str = "cpu",
+                 amp: bool = False, channels_last: bool = False, progress: bool = False):
+        self.dataset = check_choice("dataset", dataset, DATASETS)
+        self.image_size = check_int("image_size", image_size, minimum=4)
+        self.lam = check_interval("lam", lam, 0.0, 1.0, low_open=True)
+        self.schedule = cosine_schedule(check_int("steps", steps, minimum=1), max_beta=max_beta)
+        self.max_beta, self.clip_x0 = float(max_beta), bool(clip_x0)
+        self.unet_kwargs = dict(base_channels=base_channels, channel_mults=tuple(channel_mults),
+                                num_res_blocks=num_res_blocks, attention=bool(attention))
+        self.epochs = check_interval("epochs", epochs, 0.0, math.inf, low_open=True, high_open=True)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.lr = check_interval("lr", lr, 0.0, math.inf, low_open=True, high_open=True)
+        self.cond_dropout = check_interval("cond_dropout", cond_dropout, 0.0, 1.0)
+        self.ema_decay = check_interval("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+        self.eval_samples = check_int("eval_samples", eval_samples, minimum=6,
+                                      why="precision and recall use the 5th nearest neighbour")
+        self.eval_seed = check_int("eval_seed", eval_seed, minimum=0)
+        self.sample_batch = check_int("sample_batch", sample_batch, minimum=1)
+        self.lenet = lenet
+        self.store_dir = Path(store_dir) if store_dir is not None else None
+        self.device = resolve_device("device", device)
+        self.amp, self.channels_last, self.progress = bool(amp), bool(channels_last), bool(progress)
+        self.train_images, self.train_labels = load_images(dataset, "train", size=self.image_size, dtype="uint8",
+                                                           root=root)
+        self.test_images, self.test_labels = load_images(dataset, "test", size=self.image_size, dtype="uint8",
+                                                         root=root)
+        self.num_classes = int(self.train_labels.max()) + 1
+        self.image_channels = int(self.train_images.shape[1])
+        self._new_unet(seed=0)  # checks the network settings now, not at the first fit
+        self._classifier = None
+
+    def settings(self) -> dict:
+        """Every setting that changes the numbers (the checkpoint identity and the stored sets' meta)."""
+        return {"dataset": self.dataset, "image_size": self.image_size, "lam": self.lam,
+                "steps": self.schedule.steps, "max_beta": self.max_beta, "clip_x0": self.clip_x0, **self.unet_kwargs,
+                "channel_mults": list(self.unet_kwargs["channel_mults"]), "epochs": self.epochs,
+                "batch_size": self.batch_size, "lr": self.lr, "cond_dropout": self.cond_dropout,
+                "ema_decay": self.ema_decay, "eval_samples": self.eval_samples, "eval_seed": self.eval_seed,
+                "sample_batch": self.sample_batch, "lenet": str(self.lenet), "device": self.device,
+                "amp": self.amp, "channels_last": self.channels_last}
+
+    def fingerprint(self) -> str:
+        return f"ImageDiffusionFamily({json.dumps(self.settings(), sort_keys=True)})"
+
+    def true_model(self):
+        raise ValueError("an image loop starts from real data: set n_ini in the LoopSpec")
+
+    def _new_unet(self, seed: int) -> UNet:
+        return UNet(self.image_channels, self.image_size, num_classes=self.num_classes, amp=self.amp,
+                    channels_last=self.channels_last, seed=seed, device=self.device, **self.unet_kwargs)
+
+    def _loss(self, net, x, **kw):
+        return ddpm_eps_loss(net, x, self.schedule, **kw)
+
+    def draw_real(self, n: int, rng: np.random.Generator) -> ImageSet:
+        """A class-balanced random subset of n images of the training split (without replacement)."""
+        n = check_int("n", n, minimum=1)
+        counts = torch.bincount(balanced_labels(n, self.num_classes), minlength=self.num_classes)
+        labels = self.train_labels.numpy()
+        available = np.bincount(labels, minlength=self.num_classes)
+        if (counts.numpy() > available).any():
+            raise ValueError(f"n must be <= {self.num_classes * available.min()} for a class-balanced subset of "
+                             f"{self.dataset}'s training split at {self.image_size}x{self.image_size} (its smallest "
+                             f"class holds {available.min()} images); got n = {n}")
+        idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), int(k), replace=False)
+                              for c, k in enumerate(counts)])
+        return ImageSet(self.train_images[idx], self.train_labels[idx], torch.zeros(len(idx), dtype=torch.int64),
+                        int(rng.integers(2**31)))
+
+    def generate(self, model: ImageModel, labels: torch.Tensor, lam: float, generator: torch.Generator) -> torch.Tensor:
+        # MAD Sec. 2.3: classifier-free guidance with lambda = 1 / (1 + w); Ho et al. 2020 Algorithm 2
+        """uint8 images [n, C, H, W] (CPU) of the given labels [n], drawn with noise from ``generator`` (CPU)."""
+        w = w_from_lam(check_interval("lam", lam, 0.0, 1.0, low_open=True))
+        shape = (self.image_channels, self.image_size, self.image_size)
+        chunks = []
+        for y in labels.split(self.sample_batch):
+            noise = torch.randn((1, len(y)) + shape, generator=generator).to(self.device)  # [1, B, C, H, W]
+            eps, guide = cfg_predictors(model.net, y.to(self.device)[None])
+            with torch.no_grad():
+                x = ddpm_ancestral_sampler(eps, noise, self.schedule, guide=guide, weight=constant_weight(w),
+                                           generator=generator, clip_x0=PIXEL_RANGE if self.clip_x0 else None,
+                                           progress=self.progress)
+            chunks.append(to_uint8(x[0], PIXEL_RANGE).cpu())
+        return torch.cat(chunks)
+
+    def sample(self, model: ImageModel, n: int, lam: float, rng: np.random.Generator) -> ImageSet:
+        """n class-balanced samples of ``model`` at bias ``lam`` (which must be the family's), as uint8."""
+        n = check_int("n", n, minimum=1)
+        check_interval("lam", lam, 0.0, 1.0, low_open=True)
+        if lam != self.lam:
+            raise ValueError(f"lam must equal the family's lam ({self.lam}) so that summary measures what the loop "
+                             f"trains on; got lam = {lam}: construct the family with lam={lam}")
+        labels = balanced_labels(n, self.num_classes)
+        seed = int(rng.integers(2**31))
+        images = self.generate(model, labels, lam, torch.Generator().manual_seed(seed))
+        return ImageSet(images, labels, torch.full((n,), model.generation, dtype=torch.int64), seed)
+
+    def concat(self, parts) -> ImageSet:
+        parts = list(parts)
+        return ImageSet(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
+                        torch.cat([p.source for p in parts]), parts[-1].seed)
+
+    def fit(self, data: ImageSet) -> ImageModel:
+        # MAD Sec. 3.2: every generation is a fresh model trained from scratch on its training set
+        """Train a new U-Net on ``data`` (reproducible from ``data.seed``); generation = newest source + 1."""
+        g = torch.Generator().manual_seed(data.seed)
+        net = self._new_unet(seed=int(torch.randint(2**31, (1,), generator=g)))
+        x = from_uint8(data.images, PIXEL_RANGE).to(self.device)[None]  # [1, N, C, H, W]
+        n = x.shape[1]
+        average = copy.deepcopy(net) if self.ema_decay > 0 else None
+        stats = train_ensemble(net, x, self._loss, samples_seen=math.ceil(self.epochs * n),
+                               batch_size=self.batch_size, lr=self.lr, labels=data.labels.to(self.device)[None],
+                               cond_dropout=self.cond_dropout, generator=g, progress=self.progress,
+                               after_step=None if average is None else lambda: ema_update(average, net, self.ema_decay))
+        sampler_net = (net if average is None else average).eval().requires_grad_(False)
+        model = ImageModel(sampler_net, int(data.source.max()) + 1, stats)
+        if self.store_dir is not None:
+            self._store(f"gen_{model.generation:03d}_train.npz", data.images, data.labels, model.generation,
+                        {"seed": data.seed}, source=data.source)
+        return model
+
+    def _store(self, name: str, images, labels, generation: int, meta: dict, **arrays) -> None:
+        save_image_set(self.store_dir / name, images, labels, {"generation": generation, **meta,
+                                                               "family": self.settings()}, arrays=arrays)
+
+    def _lenet(self):
+        if self._classifier is None:
+            from madlib.metrics.lenet import load_lenet
+
+            self._classifier = load_lenet(self.lenet, device=self.device)
+        return self._classifier
+
+    def summary(self, model: ImageModel) -> dict[str, np.ndarray]:
+        """Metrics [1] of ``eval_samples`` samples at the family's lam against the held-out split.
+
+        Keys: ``fid``, ``precision``, ``recall``, ``accuracy``, ``mean_intensity`` (of the samples),
+        ``real_accuracy``, ``real_mean_intensity`` (of the held-out split: the reference levels) and
+        ``train_loss`` (the last training batch's loss).
+        """
+        from madlib.metrics.images import image_metrics
+
+        labels = balanced_labels(self.eval_samples, self.num_classes)
+        images = self.generate(model, labels, self.lam, torch.Generator().manual_seed(self.eval_seed))
+        if self.store_dir is not None:
+            self._store(f"gen_{model.generation:03d}_eval.npz", images, labels, model.generation,
+                        {"seed": self.eval_seed, "lam": self.lam})
+        metrics = image_metrics(images, labels, self.test_images, self.test_labels, self._lenet())
+        keys = ("fid", "precision", "recall", "accuracy", "mean_intensity", "real_accuracy", "real_mean_intensity")
+        return {key: np.array([metrics[key]]) for key in keys} | {"train_loss": np.array(model.stats.final_loss)}
