@@ -27,13 +27,19 @@ class-balanced random subset of its training split.
 **Store.** With ``store_dir``, ``fit`` writes the training set of generation t to
 ``gen_<t:03d>_train.npz`` (real and synthetic images, ``source`` per image) and ``summary`` its
 evaluation samples to ``gen_<t:03d>_eval.npz`` (:func:`madlib.data.save_image_set`), so metrics and
-t-SNE can be recomputed without retraining. A resumed loop rewrites identical files.
+t-SNE can be recomputed without retraining. A resumed loop writes the same files again.
 
 **Defaults** follow the paper where it says something (T = 500 steps, 10% condition dropout, lambda
-through CFG, MNIST at 28x28, every generation from scratch); the network, the cosine schedule and the
-training budget are project choices (the paper gives none). Throughput on the 2-core development
-machine (one thread, shared): training 440 images/s at 14x14 and base width 32, 110 at 28x28;
-sampling costs T network passes per image (2 T with guidance).
+through CFG, MNIST at 28x28, every generation from scratch); the network, the cosine schedule, the
+sampler's x0 clipping and the training budget are project choices (the paper gives none). Sampling
+costs T network passes per image (2 T with guidance), so on CPUs T and the set sizes dominate.
+
+**A CPU profile** (measured on the shared 2-core development machine, one thread): ``image_size=14,
+base_channels=16, steps=50, epochs=20, batch_size=64, lr=2e-3, eval_samples=300`` with
+n_ini = n_synth = 1000 takes about 25 s for generation 1 and 40 s (lambda = 1) or 55 s (lambda = 0.8)
+for each later one; generation 1 then reaches FID 40 / 34, precision 0.77, recall 0.91, classifier
+accuracy 0.61 / 0.71 (lambda = 1 / 0.8), and generation 2 already shows MAD (FID 82, recall 0.60 at
+lambda = 1). 30 epochs give accuracy 0.81 / 0.90 at 1.5x the training time.
 """
 
 from __future__ import annotations
@@ -120,8 +126,8 @@ class ImageDiffusionFamily:
 
     def __init__(self, dataset: str = "mnist5k", *, image_size: int = 28, root: str | os.PathLike | None = None,
                  lam: float = 1.0, steps: int = 500, max_beta: float = 0.999, clip_x0: bool = True,
-                 base_channels: int = 32,
-                 channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1, attention: bool = False,
+                 base_channels: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
+                 attention: bool = False,
                  epochs: float = 20.0, batch_size: int = 128, lr: float = 1e-3, cond_dropout: float = 0.1,
                  ema_decay: float = 0.0, eval_samples: int = 1000, eval_seed: int = 0, sample_batch: int = 1000,
                  lenet="default", store_dir: str | os.PathLike | None = None, device: str = "cpu",
