@@ -247,3 +247,23 @@ def test_coverage_of_one_distribution_matches_its_expectation():
     assert expected == pytest.approx(1 - (99 * 98) / (179 * 178))
     assert np.mean(cov) == pytest.approx(expected, abs=4 * np.std(cov) / np.sqrt(len(cov)))
     assert expected_coverage(10**6, 10**6, k=5) == pytest.approx(1 - 2**-5, rel=1e-5)
+
+
+def test_class_dispersion_is_the_trace_of_each_class_covariance():
+    from madlib.metrics import class_dispersion
+
+    rng = np.random.default_rng(0)
+    f = np.concatenate([rng.normal(0, 1, (4000, 3)), rng.normal(5, 0.1, (4000, 3)), np.ones((1, 3))])
+    y = np.concatenate([np.zeros(4000), np.ones(4000), [2]]).astype(int)
+    d = class_dispersion(f, y, 4)
+    assert d[0] == pytest.approx(3.0, rel=0.05) and d[1] == pytest.approx(0.03, rel=0.05)
+    assert np.isnan(d[2]) and np.isnan(d[3])  # one sample, no sample
+
+
+def test_image_grid_places_images_row_major():
+    from madlib.plotting import image_grid
+
+    images = np.arange(3)[:, None, None, None] * np.ones((3, 1, 2, 2), dtype=np.uint8)
+    grid = image_grid(images, 2, pad=1)
+    assert grid.shape == (5, 5)
+    assert grid[0, 0] == 0 and grid[0, 3] == 1 and grid[3, 0] == 2 and grid[2, 2] == 2  # pad = max

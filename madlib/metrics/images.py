@@ -8,6 +8,7 @@ project's LeNet assigns to the class they were generated for.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from madlib._checks import check_int
@@ -59,3 +60,22 @@ def image_metrics(fake_images: torch.Tensor, fake_labels: torch.Tensor, real_ima
             "real_accuracy": _accuracy(real_images, real_labels, lenet, batch_size),
             "mean_intensity": _mean_intensity(fake_images), "real_mean_intensity": _mean_intensity(real_images),
             "n_fake": int(fake_images.shape[0]), "n_real": int(real_images.shape[0])}
+
+
+def class_dispersion(features, labels, num_classes: int) -> np.ndarray:
+    # MAD Sec. 3.3, Fig. 5/7: how spread each mode is (lambda < 1 collapses modes onto themselves)
+    """Per-class trace of the feature covariance [num_classes] (NaN for a class with < 2 samples).
+
+    features [n, D] (e.g. LeNet features), labels [n]. The trace is the mean squared distance of a
+    class's points to their centroid times n / (n - 1): 0 when a mode is a single point.
+    """
+    f = torch.as_tensor(features).double().cpu().numpy()
+    y = torch.as_tensor(labels).cpu().numpy()
+    if f.ndim != 2 or y.shape != f.shape[:1]:
+        raise ValueError(f"features must be [n, D] with labels [n]; got {f.shape} and {y.shape}")
+    out = np.full(check_int("num_classes", num_classes, minimum=1), np.nan)
+    for c in range(num_classes):
+        members = f[y == c]
+        if len(members) >= 2:
+            out[c] = members.var(axis=0, ddof=1).sum()
+    return out

@@ -1,0 +1,21 @@
+"""Sample grids: images laid out as one array for imshow."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def image_grid(images, ncols: int, *, pad: int = 1) -> np.ndarray:
+    """uint8 or float images [n, 1, H, W] -> one [rows (H + pad) - pad, ncols (W + pad) - pad] array, row-major,
+    padding filled with the maximum value (white lines between images on a gray colour map)."""
+    x = torch.as_tensor(images).cpu().numpy()
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"images must be [n, 1, H, W]; got {x.shape}")
+    n, _, h, w = x.shape
+    rows = -(-n // ncols)
+    grid = np.full((rows * (h + pad) - pad, ncols * (w + pad) - pad), x.max() if n else 0, dtype=x.dtype)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = x[i, 0]
+    return grid
