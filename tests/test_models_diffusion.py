@@ -6,16 +6,12 @@ import torch
 
 from madlib.loops import LoopSpec, run_loop
 from madlib.models.diffusion import DiffusionFamily
+from tests.helpers import interrupted_then_resumed
 
 P_MEAN, P_COV = [0.0, 0.0], [[2.0, 1.0], [1.0, 2.0]]  # SIMS-1's P_r
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bit-for-bit comparisons below hold within one thread count; restore the caller's afterwards."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(width=16, depth=2, steps=10, base_epochs=2, aux_epochs=2, n_aux=64, eval_samples=200)
@@ -36,19 +32,8 @@ def test_augmentation_loop_records_and_is_reproducible():
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     whole = _loop(0.0)
-    family = DiffusionFamily(P_MEAN, P_COV, runs=2, w=0.0, **TINY)
     spec = LoopSpec("augmentation", generations=3, n_synth=40, n_ini=60)
-    calls = []
-
-    def crash_at_two(model):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return family.summary(model)
-
-    with pytest.raises(KeyboardInterrupt):
-        run_loop(family, spec, seed=0, record=crash_at_two, checkpoint=tmp_path / "c.pkl", progress=False)
-    resumed = run_loop(family, spec, seed=0, checkpoint=tmp_path / "c.pkl", progress=False)
+    resumed = interrupted_then_resumed(lambda: DiffusionFamily(P_MEAN, P_COV, runs=2, w=0.0, **TINY), spec, tmp_path / "c.pkl")
     np.testing.assert_allclose(resumed.records["w2"], whole.records["w2"], rtol=0, atol=0)
 
 

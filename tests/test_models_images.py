@@ -14,19 +14,14 @@ from madlib.loops import LoopSpec, run_loop
 from madlib.metrics.images import image_metrics
 from madlib.metrics.lenet import load_lenet
 from madlib.models.images import ImageDiffusionFamily, balanced_labels
+from tests.helpers import interrupted_then_resumed
 
 # 8x8 digits, T = 10, a two-level U-Net of width 8: a generation trains and samples in well under a second
 TINY = dict(image_size=8, steps=10, base_channels=8, channel_mults=(1, 2), epochs=2, batch_size=32,
             eval_samples=40, lenet="tiny")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: fast on a shared 2-core machine, and the bit-for-bit comparisons hold; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,19 +70,8 @@ def test_augmentation_loop_keeps_the_real_set(tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     whole = _loop()
-    family = _family()
     spec = LoopSpec("fully_synthetic", generations=3, n_synth=30, n_ini=40)
-    calls = []
-
-    def crash_at_two(model):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return family.summary(model)
-
-    with pytest.raises(KeyboardInterrupt):
-        run_loop(family, spec, seed=0, record=crash_at_two, checkpoint=tmp_path / "c.pkl", progress=False)
-    resumed = run_loop(_family(), spec, seed=0, checkpoint=tmp_path / "c.pkl", progress=False)
+    resumed = interrupted_then_resumed(_family, spec, tmp_path / "c.pkl")
     for name, value in whole.records.items():
         np.testing.assert_array_equal(resumed.records[name], value)
     with pytest.raises(ValueError, match="belongs to another run"):  # another family's settings: refused

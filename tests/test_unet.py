@@ -13,13 +13,7 @@ from madlib.diffusion.unet import UNet, parameter_count, timestep_embedding
 TINY = dict(base_channels=8, channel_mults=(1, 2, 2))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: fast on a shared 2-core machine, and the bit-for-bit comparisons hold; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _awake(net: UNet, seed: int = 0) -> UNet:
