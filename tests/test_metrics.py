@@ -267,3 +267,15 @@ def test_image_grid_places_images_row_major():
     grid = image_grid(images, 2, pad=1)
     assert grid.shape == (5, 5)
     assert grid[0, 0] == 0 and grid[0, 3] == 1 and grid[3, 0] == 2 and grid[2, 2] == 2  # pad = max
+
+
+def test_class_grid_puts_sample_i_of_class_c_at_row_i_column_c():
+    from madlib.plotting import class_grid
+
+    labels = np.array([1, 0, 1, 0, 0])
+    images = np.arange(5, dtype=np.uint8)[:, None, None, None] * np.ones((5, 1, 2, 2), dtype=np.uint8)
+    grid = class_grid(images, labels, per_class=2, num_classes=2, pad=0)
+    assert grid.shape == (4, 4)
+    assert [grid[0, 0], grid[0, 2], grid[2, 0], grid[2, 2]] == [1, 0, 3, 2]  # class 0: images 1, 3; class 1: 0, 2
+    with pytest.raises(ValueError, match="per_class must be <= the smallest class count"):
+        class_grid(images, labels, per_class=3, num_classes=2)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from madlib._checks import check_covariance, check_int
+from madlib.diffusion._random import randn
 from madlib.diffusion.guidance import check_weight, constant_weight
 from madlib.diffusion.losses import ddpm_eps_loss
 from madlib.diffusion.networks import EnsembleMLP
@@ -113,10 +114,9 @@ class DiffusionFamily:
         return ddpm_eps_loss(net, x, self.schedule, **kw)
 
     def _draw(self, model: SimsModel, n: int, generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(self.members, n, self.dim, generator=generator).to(self.device)
-        w = torch.as_tensor(self.member_w, dtype=torch.float32, device=self.device)
-        if np.all(self.member_w == self.member_w[0]):
-            w = float(self.member_w[0])
+        noise = randn((self.members, n, self.dim), generator, self.device, torch.float32)
+        same = np.all(self.member_w == self.member_w[0])  # one weight: a float lets the sampler skip w = 0
+        w = float(self.member_w[0]) if same else torch.as_tensor(self.member_w, dtype=torch.float32, device=self.device)
         with torch.no_grad():
             return ddpm_ancestral_sampler(model.base, noise, self.schedule, guide=model.aux,
                                           weight=constant_weight(w), generator=generator)

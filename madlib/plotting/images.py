@@ -19,3 +19,16 @@ def image_grid(images, ncols: int, *, pad: int = 1) -> np.ndarray:
         r, c = divmod(i, ncols)
         grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = x[i, 0]
     return grid
+
+
+def class_grid(images, labels, *, per_class: int, num_classes: int = 10, pad: int = 1) -> np.ndarray:
+    """The first ``per_class`` images of each class as one :func:`image_grid`: a column per class, a row per sample.
+
+    images [n, 1, H, W], labels [n]; every class must hold at least ``per_class`` images.
+    """
+    x, y = torch.as_tensor(images), torch.as_tensor(labels)
+    picks = [torch.nonzero(y == c)[:per_class, 0] for c in range(num_classes)]
+    if min(len(p) for p in picks) < per_class:
+        raise ValueError(f"per_class must be <= the smallest class count ({min(len(p) for p in picks)}); got {per_class}")
+    chosen = x[torch.stack(picks, dim=1).reshape(-1)]  # row-major: sample i of every class, then sample i + 1
+    return image_grid(chosen, num_classes, pad=pad)
