@@ -2,7 +2,7 @@
 
     python benchmarks/bench_fresh_grid.py --dim 10 --runs 32
 
-Batched: one :func:`madlib.theory.fresh.fresh_limits` call per (n_r, n_s) carries every lambda and run
+Batched: one :func:`madlib.methods.mad_fresh.fresh_limits` call per (n_r, n_s) carries every lambda and run
 (R x L runs in the arrays of one GaussianFamily). Naive: for every (n_r, n_s, lambda) and every run, one
 ``GaussianFamily(runs=1)`` loop through the same engine with the same burn-in and window, and its default
 summary (W2 by :func:`madlib.theory.gaussian.w2_gaussian`). Prints both wall times, the ratio
@@ -20,7 +20,7 @@ import numpy as np
 
 from madlib.loops import LoopSpec, run_loop
 from madlib.models.gaussian import GaussianFamily
-from madlib.theory.fresh import fresh_limits, mixing_time
+from madlib.methods.mad_fresh import fresh_limits, mixing_time
 
 
 def batched(args) -> dict:

@@ -157,7 +157,7 @@ def test_bad_input_is_named():
         sims_score(a, a, float("nan"))
     with pytest.raises(ValueError, match="must have one shape"):
         extrapolate(a, torch.zeros(1, 4, 3), 1.0)
-    with pytest.raises(ValueError, match=r"sampler must be one of \['ddpm', 'heun'\]"):
+    with pytest.raises(ValueError, match=r"sampler must be one of \['ddpm', 'euler_ancestral', 'heun'\]"):
         get_sampler("euler")
     net = EnsembleMLP(1, 2, width=4, depth=1)
     with pytest.raises(ValueError, match="empty dataset"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from madlib.loops import LoopSpec, run_loop
-from madlib.theory.fresh import (admissible_threshold, effective_sample_grid, fresh_limits, fresh_trajectories,
+from madlib.methods.mad_fresh import (admissible_threshold, effective_sample_grid, fresh_limits, fresh_trajectories,
                                  growing_bias_floor, growing_trajectories, mixing_time, real_only_baseline, solve_effective_sample_size,
                                  w2_to_standard_normal)
 from madlib.theory.gaussian import fit_gaussian, gaussian_stats, w2_gaussian

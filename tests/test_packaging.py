@@ -51,3 +51,14 @@ def test_ci_calls_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+def test_theory_imports_only_numpy_and_scipy():
+    # docs/architecture.md promises it: nothing in madlib.theory pulls in torch or the loop engine
+    import subprocess
+    import sys
+
+    code = ("import sys, madlib.theory.gaussian, madlib.theory.traits; "
+            "print(sorted(m for m in ('torch', 'madlib.loops', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

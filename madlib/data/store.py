@@ -34,7 +34,7 @@ import numpy as np
 
 from madlib._io import atomic_path
 
-__all__ = ["FORMAT", "StoredImageSet", "save_image_set", "load_image_set"]
+__all__ = ["FORMAT", "StoredImageSet", "save_image_set", "load_image_set", "save_sample_archive", "load_sample_archive"]
 
 FORMAT = "madlib-image-set-v1"
 _PREFIX = "array_"
@@ -125,3 +125,42 @@ def load_image_set(path: str | os.PathLike) -> StoredImageSet:
         raise ValueError(f"{path} is corrupt: its arrays do not match the stored SHA-256; delete it and write it again")
     arrays = {name[len(_PREFIX):]: value for name, value in stored.items() if name.startswith(_PREFIX)}
     return StoredImageSet(stored["images"], stored["labels"], header["meta"], arrays)
+
+
+ARCHIVE_FORMAT = "madlib-sample-archive-v1"
+
+
+def save_sample_archive(path: str | os.PathLike, sets: Mapping[str, tuple], meta: Mapping | None = None, *,
+                        per_set: int | None = 100) -> Path:
+    """The evaluation samples behind a figure, one uint8 file: ``sets`` maps a key (e.g.
+    ``"lam=0.8/seed=1/gen=3"``) to (images uint8 [N, C, H, W], labels [N]).
+
+    Keeps ``per_set`` images of each set (None: all), evenly spaced through it, so that a class-ordered
+    set (the image families' evaluation samples) keeps every class.
+    Written with :func:`save_image_set` (atomic, checksummed); read back with :func:`load_sample_archive`.
+    """
+    keys = list(sets)
+    if not keys:
+        raise ValueError("sets must hold at least one (images, labels) pair")
+    images, labels, index = [], [], []
+    for k, key in enumerate(keys):
+        im, lab = (_numpy(a) for a in sets[key])
+        if per_set is not None and len(lab) > per_set:
+            keep = np.linspace(0, len(lab) - 1, per_set).round().astype(int)
+            im, lab = im[keep], lab[keep]
+        images.append(im), labels.append(lab), index.append(np.full(len(lab), k, dtype=np.int64))
+    return save_image_set(path, np.concatenate(images), np.concatenate(labels),
+                          {"archive": ARCHIVE_FORMAT, "keys": keys, **dict(meta or {})},
+                          arrays={"set_index": np.concatenate(index)})
+
+
+def load_sample_archive(path: str | os.PathLike) -> dict[str, StoredImageSet]:
+    """The sets of a :func:`save_sample_archive` file by key, each a :class:`StoredImageSet` whose
+    ``meta`` is the archive's (without the key list)."""
+    stored = load_image_set(path)
+    if stored.meta.get("archive") != ARCHIVE_FORMAT or "set_index" not in stored.arrays:
+        raise ValueError(f"{path} is an image set, not a {ARCHIVE_FORMAT} file: read it with load_image_set")
+    meta = {k: v for k, v in stored.meta.items() if k not in ("archive", "keys")}
+    index = stored.arrays["set_index"]
+    return {key: StoredImageSet(stored.images[index == k], stored.labels[index == k], meta)
+            for k, key in enumerate(stored.meta["keys"])}

@@ -1,12 +1,17 @@
-"""Diffusion machinery: schedules, denoiser networks, losses, samplers, guidance, training.
+"""Diffusion machinery: schedules, preconditioning, denoiser networks, losses, samplers, guidance, training.
 
-- ``schedules``: DDPM cosine schedule, EDM sigma steps
+- ``schedules``: DDPM cosine schedule, EDM sigma steps (Eq. 5)
 - ``networks``: EnsembleMLP (R independent MLPs as one batched computation)
-- ``unet``: UNet, the class-conditional image denoiser of the MNIST experiments (one model, ``members = 1``)
-- ``losses``: DDPM epsilon loss, EDM preconditioning and loss
-- ``samplers``: ddpm_ancestral_sampler (optionally with x0 clipped to the data range), edm_heun_sampler
-  (SAMPLERS registry)
-- ``guidance``: extrapolate / cfg / sims_score, cfg_predictors (conditional + unconditional predictions of one
-  network), weight schedules, lambda <-> w <-> CFG conversions
-- ``training``: train_ensemble, finetune_copy (budgets in samples seen), ema_update
+- ``unet``: UNet, the class-conditional image denoiser (one model, ``members = 1``), with an optional second
+  label (CASD's data source) that has its own "no label" token
+- ``batched``: BatchedUNet, R independent U-Nets as one vmapped computation (``members = R``)
+- ``losses``: DDPM epsilon loss, EDM preconditioning (``EDMPrecond``, ``edm_denoise``) and loss
+- ``samplers``: ddpm_ancestral_sampler (optionally with x0 clipped to the data range), edm_heun_sampler,
+  euler_ancestral_sampler (SAMPLERS registry); every prediction goes through ``guidance.guided_prediction``
+- ``guidance``: guided_prediction (the one composable piece), extrapolate / cfg / sims_score, cfg_predictors
+  (conditional + unconditional predictions of one network), weight schedules (constant, ReDiFine's
+  exponential decay, SIMS's interval), lambda <-> w <-> CFG conversions
+- ``training``: train_ensemble (budget in samples seen, warm-up and cosine decay, EMA, checkpoints that resume
+  with the same numbers), finetune_copy, ema_update
+- ``lora``: LoRA fine-tuning through peft (lora_copy, finetune_lora, merge_lora; optional extra ``lora``)
 """

@@ -48,6 +48,23 @@ def extrapolate(primary: torch.Tensor, guide: torch.Tensor, w) -> torch.Tensor:
     return primary if w == 0 else primary + w * (primary - guide)
 
 
+def guided_prediction(primary, guide, weight, i: int, n: int, x: torch.Tensor, t) -> torch.Tensor:
+    """The one guided prediction every sampler makes at step i of n: (1 + w_i) primary(x, t) - w_i guide(x, t).
+
+    ``primary`` and ``guide`` are prediction functions (x, t) -> [R, B, ...] (noise for DDPM, D(x; sigma)
+    for EDM); the guide is the unconditional branch (CFG) or another model (SIMS's auxiliary model,
+    autoguidance); ``weight(i, n)`` is a schedule (:func:`constant_weight`, :func:`exponential_cfg_weight`,
+    :func:`interval_weight`). With no guide, or a float weight of 0 at this step, the primary
+    prediction is returned as it is (bit for bit) and the guide is not evaluated.
+    """
+    if guide is None:
+        return primary(x, t)
+    w = weight(i, n)
+    if not isinstance(w, torch.Tensor) and w == 0:
+        return primary(x, t)
+    return extrapolate(primary(x, t), guide(x, t), w)
+
+
 def sims_score(base: torch.Tensor, aux: torch.Tensor, w: float) -> torch.Tensor:
     # SIMS Eq. 5: s = (1 + w) s_base - w s_aux
     return extrapolate(base, aux, w)
@@ -58,23 +75,23 @@ def cfg(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
     return extrapolate(cond, uncond, w)
 
 
-def class_conditional(net, y: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The sampler's prediction function (x, t) -> net(x, t, y) of a class-conditional network.
+def class_conditional(net, y: torch.Tensor | None, **labels) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The sampler's prediction function (x, t) -> net(x, t, y, **labels) of a class-conditional network.
 
     y [R, B] integer labels, or None for the "no label" token (index ``net.num_classes``, the
-    unconditional model that condition dropout trains).
+    unconditional model that condition dropout trains); ``labels`` e.g. ``s=`` CASD's source label.
     """
-    return lambda x, t: net(x, t, y)
+    return lambda x, t: net(x, t, y, **labels)
 
 
-def cfg_predictors(net, y: torch.Tensor | None):
+def cfg_predictors(net, y: torch.Tensor | None, **labels):
     # Ho & Salimans 2022 Eq. 6 (MAD Sec. 2.3): primary = eps(x, t, y), guide = eps(x, t, no label)
     """(primary, guide) for classifier-free guidance with one network trained with condition dropout.
 
     Pass them as ``eps`` and ``guide`` to a sampler with ``weight=constant_weight(w)``; MAD's bias
     gives w = w_from_lam(lam), and w = 0 (lam = 1) samples the conditional model alone.
     """
-    return class_conditional(net, y), class_conditional(net, None)
+    return class_conditional(net, y, **labels), class_conditional(net, None, **labels)
 
 
 def lam_from_w(w: float) -> float:

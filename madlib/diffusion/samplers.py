@@ -1,8 +1,14 @@
 """Samplers, one short function per algorithm, with guidance built in as one optional piece.
 
 Each sampler takes the primary prediction function and, optionally, a guide prediction function and
-a weight schedule ``weight(i, n) -> w`` (see :mod:`madlib.diffusion.guidance`); the prediction used is
-(1 + w) primary - w guide. With no guide, the primary model samples alone.
+a weight schedule ``weight(i, n) -> w``, and makes every prediction through
+:func:`madlib.diffusion.guidance.guided_prediction`: (1 + w_i) primary - w_i guide, step i counted from
+pure noise. With no guide, the primary model samples alone.
+
+- :func:`ddpm_ancestral_sampler`: DDPM (Ho et al. Alg. 2) on a discrete schedule; MAD's sampler.
+- :func:`edm_heun_sampler`: EDM Alg. 1, deterministic 2nd-order Heun (SIMS, CASD Alg. 2).
+- :func:`euler_ancestral_sampler`: Euler steps of the probability-flow ODE plus fresh noise (what
+  ReDiFine samples Stable Diffusion with); EDM sigma grids from :func:`madlib.diffusion.schedules.edm_sigma_steps`.
 """
 
 from __future__ import annotations
@@ -13,19 +19,10 @@ import torch
 from tqdm import tqdm
 
 from madlib.diffusion._random import randn
-from madlib.diffusion.guidance import constant_weight, extrapolate
+from madlib.diffusion.guidance import constant_weight, guided_prediction
 from madlib.diffusion.schedules import DDPMSchedule
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _guided(primary: Predict, guide: Predict | None, weight, i: int, n: int, x, t):
-    if guide is None:
-        return primary(x, t)
-    w = weight(i, n)
-    if not isinstance(w, torch.Tensor) and w == 0:  # skip the guide's forward pass
-        return primary(x, t)
-    return extrapolate(primary(x, t), guide(x, t), w)
 
 
 def ddpm_ancestral_sampler(eps: Predict, noise: torch.Tensor, schedule: DDPMSchedule, *,
@@ -46,7 +43,7 @@ def ddpm_ancestral_sampler(eps: Predict, noise: torch.Tensor, schedule: DDPMSche
     x, n = noise, schedule.steps
     for i, t in enumerate(tqdm(range(n - 1, -1, -1), disable=not progress, leave=False, desc="sample")):
         t_in = torch.full(x.shape[:2], float(t), device=x.device, dtype=x.dtype)
-        e = _guided(eps, guide, weight, i, n, x, t_in)
+        e = guided_prediction(eps, guide, weight, i, n, x, t_in)
         beta, alpha, ab = schedule.betas[t], schedule.alphas[t], schedule.alpha_bar[t]
         if clip_x0 is None:
             x = (x - beta / (1 - ab).sqrt() * e) / alpha.sqrt()
@@ -81,16 +78,44 @@ def edm_heun_sampler(denoise: Predict, latents: torch.Tensor, sigmas: torch.Tens
     x = latents * sigmas[0]
     for i in range(n):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
-        d_cur = (x - _guided(denoise, guide, weight, i, n, x, s_cur)) / s_cur
+        d_cur = (x - guided_prediction(denoise, guide, weight, i, n, x, s_cur)) / s_cur
         x_next = x + (s_next - s_cur) * d_cur
         if s_next > 0:  # 2nd-order correction
-            d_prime = (x_next - _guided(denoise, guide, weight, i, n, x_next, s_next)) / s_next
+            d_prime = (x_next - guided_prediction(denoise, guide, weight, i, n, x_next, s_next)) / s_next
             x_next = x + (s_next - s_cur) * (d_cur + d_prime) / 2
         x = x_next
     return x
 
 
-SAMPLERS = {"ddpm": ddpm_ancestral_sampler, "heun": edm_heun_sampler}
+def euler_ancestral_sampler(denoise: Predict, latents: torch.Tensor, sigmas: torch.Tensor, *,
+                            guide: Predict | None = None, weight=constant_weight(0.0), eta: float = 1.0,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+    # Euler-ancestral (Song et al. 2021 reverse SDE discretised on EDM's sigma grid; "euler_a" of k-diffusion)
+    """latents [R, B, ...] ~ N(0, I); denoise(x, sigma) -> D(x; sigma); sigmas decreasing, ending at 0.
+
+    Each step splits sigma_{i+1}^2 = sigma_down^2 + sigma_up^2 with
+    sigma_up = min(sigma_{i+1}, eta sqrt(sigma_{i+1}^2 (sigma_i^2 - sigma_{i+1}^2) / sigma_i^2)):
+    an Euler step of dx/dsigma = (x - D) / sigma down to sigma_down, then fresh noise of std sigma_up.
+    ``eta`` = 0 is the deterministic Euler (DDIM) sampler; 1 the ancestral one. Noise comes from
+    ``generator`` on its own device.
+    """
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must lie in [0, 1]; got {eta}")
+    sigmas = sigmas.to(latents.device, latents.dtype)
+    n = sigmas.shape[0] - 1
+    x = latents * sigmas[0]
+    for i in range(n):
+        s_cur, s_next = sigmas[i], sigmas[i + 1]
+        d = (x - guided_prediction(denoise, guide, weight, i, n, x, s_cur)) / s_cur
+        s_up = torch.minimum(s_next, eta * (s_next ** 2 * (s_cur ** 2 - s_next ** 2) / s_cur ** 2).sqrt())
+        s_down = (s_next ** 2 - s_up ** 2).sqrt()
+        x = x + (s_down - s_cur) * d
+        if s_next > 0 and eta > 0:
+            x = x + s_up * randn(x.shape, generator, x.device, x.dtype)
+    return x
+
+
+SAMPLERS = {"ddpm": ddpm_ancestral_sampler, "heun": edm_heun_sampler, "euler_ancestral": euler_ancestral_sampler}
 
 
 def get_sampler(name: str):

@@ -102,6 +102,9 @@ class UNet(nn.Module):
         image_channels, image_size: input images [.., C, H, W] with H = W = ``image_size``.
         base_channels: width of the first level; level i has ``base_channels * channel_mults[i]``.
         channel_mults: one entry per resolution level (one downsampling between consecutive levels).
+        num_sources: values of a second label s (CASD's data source: 0 real, 1 synthetic), 0..num_sources-1,
+            with its own "no label" token ``num_sources``; it goes through its own embedding and a small
+            SiLU MLP into the conditioning (CASD App. A.2). 0 (default): no second label.
         num_res_blocks: residual blocks per level on each path.
         num_classes: class labels 0..num_classes-1; index ``num_classes`` is the "no label" token
             (condition dropout trains it; y = None means every sample has it). 0: unconditional.
@@ -118,7 +121,8 @@ class UNet(nn.Module):
     members = 1  # one model: the ensemble axis of [R, B, ...] inputs is 1
 
     def __init__(self, image_channels: int = 1, image_size: int = 28, base_channels: int = 32,
-                 channel_mults: tuple[int, ...] = (1, 2, 2), num_classes: int = 10, *, num_res_blocks: int = 1,
+                 channel_mults: tuple[int, ...] = (1, 2, 2), num_classes: int = 10, *, num_sources: int = 0,
+                 num_res_blocks: int = 1,
                  attention: bool = False, norm_groups: int = 8, amp: bool = False, channels_last: bool = False,
                  seed: int | None = None, device=None):
         super().__init__()
@@ -129,6 +133,7 @@ class UNet(nn.Module):
         if not self.channel_mults:
             raise ValueError("channel_mults must hold at least one level")
         self.num_classes = check_int("num_classes", num_classes, minimum=0)
+        self.num_sources = check_int("num_sources", num_sources, minimum=0)
         self.num_res_blocks = check_int("num_res_blocks", num_res_blocks, minimum=1)
         check_int("norm_groups", norm_groups, minimum=1)
         self.attention, self.amp, self.channels_last = bool(attention), bool(amp), bool(channels_last)
@@ -175,9 +180,18 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(ch, self.image_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        # CASD App. A.2: label embedding -> SiLU MLP, added to the conditioning; drawn last, so that a U-Net
+        # without it has, for one seed, the weights it always had
+        self.source_emb = None
+        if self.num_sources:
+            self.source_emb = nn.Sequential(nn.Embedding(self.num_sources + 1, emb_dim), nn.SiLU(),
+                                            nn.Linear(emb_dim, emb_dim))
 
-    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x [1, B, C, H, W] or [B, C, H, W]; t and y [1, B] or [B] (t may be a scalar); -> x's shape."""
+    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, s: torch.Tensor | None = None) -> torch.Tensor:
+        """x [1, B, C, H, W] or [B, C, H, W]; t, y and s [1, B] or [B] (t may be a scalar); -> x's shape.
+
+        y = None (s = None) gives every sample the class (source) "no label" token.
+        """
         shape = (self.image_channels, self.image_size, self.image_size)
         if x.ndim not in (4, 5) or (x.ndim == 5 and x.shape[0] != 1) or tuple(x.shape[-3:]) != shape:
             raise ValueError(f"x must be [members=1, batch, {', '.join(map(str, shape))}] or "
@@ -193,6 +207,11 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(labels.reshape(-1).long())
         elif y is not None:
             raise ValueError("y must be None for an unconditional U-Net (num_classes = 0)")
+        if self.source_emb is not None:
+            sources = torch.full(lead, self.num_sources, device=x.device) if s is None else s
+            emb = emb + self.source_emb(sources.reshape(-1).long())
+        elif s is not None:
+            raise ValueError("s (second label) must be None for a U-Net without one (num_sources = 0)")
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self._unet(h, F.silu(emb))
         return out.to(x.dtype).reshape(x.shape)

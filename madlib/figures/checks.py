@@ -23,3 +23,18 @@ def monotone(values, *, decreasing: bool = True, strict: bool = True) -> bool:
     if decreasing:
         diff = -diff
     return bool(np.all(diff > 0) if strict else np.all(diff >= 0))
+
+
+def seed_spread(values, *, axis: int = 0) -> dict:
+    """Mean, standard deviation (ddof 1; 0 for one seed), min and max across seeds along ``axis``, and their count."""
+    values = np.asarray(values, float)
+    n = values.shape[axis]
+    return {"mean": values.mean(axis=axis), "std": values.std(axis=axis, ddof=1) if n > 1 else np.zeros_like(values.mean(axis=axis)),
+            "min": values.min(axis=axis), "max": values.max(axis=axis), "seeds": n}
+
+
+def seeds_agree(differences) -> bool:
+    """Whether every seed's paired difference is positive: a claim held by each run, not by an average
+    that one lucky seed carries."""
+    differences = np.asarray(differences, float)
+    return bool(differences.size > 0 and np.all(differences > 0))

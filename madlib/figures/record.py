@@ -153,6 +153,16 @@ class FigureRecord:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         return path
 
+    def save_samples(self, sets, out_dir: str | os.PathLike | None = None, *, per_set: int | None = 100) -> Path:
+        """Write ``<name>_samples.npz`` beside the JSON: the evaluation samples behind the figure, ``sets`` mapping
+        a key such as ``"lam=0.8/seed=1/gen=3"`` to (uint8 images, labels), ``per_set`` images each, evenly
+        spaced (:func:`madlib.data.save_sample_archive`; read back with :func:`madlib.data.load_sample_archive`)."""
+        from madlib.data.store import save_sample_archive
+
+        out = Path(out_dir) if out_dir is not None else default_out_dir()
+        return save_sample_archive(out / f"{self.name}_samples.npz", sets,
+                                   {"figure": self.name, "profile": self.profile}, per_set=per_set)
+
     def summary(self) -> str:
         held = sum(c.held for c in self.claims)
         lines = [f"{self.name} [{self.profile}]: {held}/{len(self.claims)} claims held"]

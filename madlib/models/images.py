@@ -58,15 +58,18 @@ from madlib._checks import check_choice, check_int, check_interval, resolve_devi
 from madlib.data.images import DATASETS, from_uint8, load_images, to_uint8
 from madlib.data.store import save_image_set
 from madlib.diffusion.guidance import cfg_predictors, constant_weight, w_from_lam
-from madlib.diffusion.losses import ddpm_eps_loss
-from madlib.diffusion.samplers import ddpm_ancestral_sampler
-from madlib.diffusion.schedules import cosine_schedule
-from madlib.diffusion.training import TrainStats, ema_update, train_ensemble
+from madlib.diffusion.losses import EDMPrecond, ddpm_eps_loss, edm_loss
+from madlib.diffusion.samplers import ddpm_ancestral_sampler, edm_heun_sampler, euler_ancestral_sampler
+from madlib.diffusion.schedules import cosine_schedule, edm_sigma_steps
+from madlib.diffusion.training import TrainStats, train_ensemble
 from madlib.diffusion.unet import UNet
 
-__all__ = ["ImageSet", "ImageModel", "ImageDiffusionFamily", "balanced_labels", "PIXEL_RANGE"]
+__all__ = ["ImageSet", "ImageModel", "ImageDiffusionFamily", "balanced_labels", "PIXEL_RANGE", "OBJECTIVES"]
 
 PIXEL_RANGE = (-1.0, 1.0)  # the networks see images mapped linearly from 0..255 onto [-1, 1]
+# objective -> the samplers it can drive: MAD's DDPM with its ancestral sampler; EDM (Table 1) with Heun or
+# Euler-ancestral on EDM's sigma grid
+OBJECTIVES = {"ddpm": ("ddpm",), "edm": ("heun", "euler_ancestral")}
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
@@ -90,9 +93,10 @@ class ImageSet:
 
 @dataclass
 class ImageModel:
-    """One generation: the trained U-Net (its EMA copy when ``ema_decay`` > 0), its generation and training stats."""
+    """One generation: the trained network (its EMA copy when ``ema_decay`` > 0; a U-Net predicting the noise for
+    ``objective="ddpm"``, an :class:`EDMPrecond` denoiser for ``"edm"``), its generation and training stats."""
 
-    net: UNet
+    net: torch.nn.Module
     generation: int
     stats: TrainStats
 
@@ -107,12 +111,19 @@ class ImageDiffusionFamily:
         lam: MAD's sampling bias in (0, 1]; guidance weight w = 1 / lam - 1. The loop's ``LoopSpec.lam``
             must equal it (``sample`` refuses another value), so that ``summary`` measures what the loop
             trains on.
+        objective: ``"ddpm"`` (MAD's model: epsilon loss on a cosine schedule of ``steps`` steps, DDPM
+            ancestral sampling) or ``"edm"`` (EDM preconditioning and loss, Table 1; a project choice beside
+            MAD's model): :data:`OBJECTIVES`.
+        sampler: ``"ddpm"`` for the DDPM objective; ``"heun"`` (EDM Alg. 1, 2 * sample_steps - 1 network
+            evaluations) or ``"euler_ancestral"`` for EDM. None: the first of the objective's.
+        sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (Eq. 5; EDM's defaults 18, 0.002, 80, 7).
         steps: DDPM steps T (MAD: 500); ``max_beta``: the cosine schedule's clip.
         clip_x0: sample with the predicted x_0 clipped to the pixel range (the DDPM authors' image sampler;
             without it, few steps of the cosine schedule diverge).
         base_channels, channel_mults, num_res_blocks, attention: the U-Net (:class:`UNet`).
         epochs: training budget per generation, in passes over that generation's training set
-            (samples seen = ceil(epochs * N)); ``batch_size``, ``lr`` (Adam), ``cond_dropout`` (MAD: 0.1).
+            (samples seen = ceil(epochs * N)); ``batch_size``, ``lr`` (Adam), ``cond_dropout`` (MAD: 0.1);
+            ``warmup``: images seen of linear learning-rate warm-up.
         ema_decay: 0 (off) or the decay of an exponential moving average of the weights, which then samples.
         eval_samples, eval_seed: the samples ``summary`` measures (class-balanced, fixed noise).
         sample_batch: images per sampler call (bounds memory; the draws depend on it).
@@ -125,7 +136,9 @@ class ImageDiffusionFamily:
     """
 
     def __init__(self, dataset: str = "mnist5k", *, image_size: int = 28, root: str | os.PathLike | None = None,
-                 lam: float = 1.0, steps: int = 500, max_beta: float = 0.999, clip_x0: bool = True,
+                 lam: float = 1.0, objective: str = "ddpm", sampler: str | None = None, steps: int = 500,
+                 max_beta: float = 0.999, clip_x0: bool = True, sample_steps: int = 18, sigma_min: float = 0.002,
+                 sigma_max: float = 80.0, rho: float = 7.0, warmup: int = 0,
                  base_channels: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
                  attention: bool = False,
                  epochs: float = 20.0, batch_size: int = 128, lr: float = 1e-3, cond_dropout: float = 0.1,
@@ -135,7 +148,15 @@ class ImageDiffusionFamily:
         self.dataset = check_choice("dataset", dataset, DATASETS)
         self.image_size = check_int("image_size", image_size, minimum=4)
         self.lam = check_interval("lam", lam, 0.0, 1.0, low_open=True)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
+        self.sampler = OBJECTIVES[objective][0] if sampler is None else sampler
+        if self.sampler not in OBJECTIVES[objective]:
+            raise ValueError(f"sampler must be one of {list(OBJECTIVES[objective])} for objective {objective!r}; "
+                             f"got {sampler!r}")
         self.schedule = cosine_schedule(check_int("steps", steps, minimum=1), max_beta=max_beta)
+        self.sigmas = edm_sigma_steps(check_int("sample_steps", sample_steps, minimum=2), sigma_min, sigma_max, rho)
+        self.sample_steps, self.sigma_range, self.rho = sample_steps, (float(sigma_min), float(sigma_max)), float(rho)
+        self.warmup = check_int("warmup", warmup, minimum=0)
         self.max_beta, self.clip_x0 = float(max_beta), bool(clip_x0)
         self.unet_kwargs = dict(base_channels=base_channels, channel_mults=tuple(channel_mults),
                                 num_res_blocks=num_res_blocks, attention=bool(attention))
@@ -163,8 +184,9 @@ class ImageDiffusionFamily:
 
     def settings(self) -> dict:
         """Every setting that changes the numbers (the checkpoint identity and the stored sets' meta)."""
-        return {"dataset": self.dataset, "image_size": self.image_size, "lam": self.lam,
-                "steps": self.schedule.steps, "max_beta": self.max_beta, "clip_x0": self.clip_x0, **self.unet_kwargs,
+        return {"dataset": self.dataset, "image_size": self.image_size, "lam": self.lam, "objective": self.objective,
+                "sampler": self.sampler, "sample_steps": self.sample_steps, "sigma_range": list(self.sigma_range),
+                "rho": self.rho, "warmup": self.warmup, "steps": self.schedule.steps, "max_beta": self.max_beta, "clip_x0": self.clip_x0, **self.unet_kwargs,
                 "channel_mults": list(self.unet_kwargs["channel_mults"]), "epochs": self.epochs,
                 "batch_size": self.batch_size, "lr": self.lr, "cond_dropout": self.cond_dropout,
                 "ema_decay": self.ema_decay, "eval_samples": self.eval_samples, "eval_seed": self.eval_seed,
@@ -177,12 +199,22 @@ class ImageDiffusionFamily:
     def true_model(self):
         raise ValueError("an image loop starts from real data: set n_ini in the LoopSpec")
 
-    def _new_unet(self, seed: int) -> UNet:
-        return UNet(self.image_channels, self.image_size, num_classes=self.num_classes, amp=self.amp,
-                    channels_last=self.channels_last, seed=seed, device=self.device, **self.unet_kwargs)
+    def _new_unet(self, seed: int) -> torch.nn.Module:
+        net = UNet(self.image_channels, self.image_size, num_classes=self.num_classes, amp=self.amp,
+                   channels_last=self.channels_last, seed=seed, device=self.device, **self.unet_kwargs)
+        return EDMPrecond(net) if self.objective == "edm" else net
 
     def _loss(self, net, x, **kw):
+        if self.objective == "edm":
+            return edm_loss(net, x, **kw)
         return ddpm_eps_loss(net, x, self.schedule, **kw)
+
+    def network_evaluations(self, lam: float | None = None) -> int:
+        """Network evaluations per image of one sampling chain (twice as many with guidance, lam < 1)."""
+        lam = self.lam if lam is None else lam
+        chain = self.schedule.steps if self.sampler == "ddpm" else (
+            2 * self.sample_steps - 1 if self.sampler == "heun" else self.sample_steps)
+        return chain * (1 if lam == 1 else 2)
 
     def draw_real(self, n: int, rng: np.random.Generator) -> ImageSet:
         """A class-balanced random subset of n images of the training split (without replacement)."""
@@ -207,11 +239,17 @@ class ImageDiffusionFamily:
         chunks = []
         for y in labels.split(self.sample_batch):
             noise = torch.randn((1, len(y)) + shape, generator=generator).to(self.device)  # [1, B, C, H, W]
-            eps, guide = cfg_predictors(model.net, y.to(self.device)[None])
+            primary, guide = cfg_predictors(model.net, y.to(self.device)[None])
             with torch.no_grad():
-                x = ddpm_ancestral_sampler(eps, noise, self.schedule, guide=guide, weight=constant_weight(w),
-                                           generator=generator, clip_x0=PIXEL_RANGE if self.clip_x0 else None,
-                                           progress=self.progress)
+                if self.sampler == "ddpm":
+                    x = ddpm_ancestral_sampler(primary, noise, self.schedule, guide=guide, weight=constant_weight(w),
+                                               generator=generator, clip_x0=PIXEL_RANGE if self.clip_x0 else None,
+                                               progress=self.progress)
+                elif self.sampler == "heun":
+                    x = edm_heun_sampler(primary, noise, self.sigmas, guide=guide, weight=constant_weight(w))
+                else:
+                    x = euler_ancestral_sampler(primary, noise, self.sigmas, guide=guide, weight=constant_weight(w),
+                                                generator=generator)
             chunks.append(to_uint8(x[0], PIXEL_RANGE).cpu())
         return torch.cat(chunks)
 
@@ -242,8 +280,8 @@ class ImageDiffusionFamily:
         average = copy.deepcopy(net) if self.ema_decay > 0 else None
         stats = train_ensemble(net, x, self._loss, samples_seen=math.ceil(self.epochs * n),
                                batch_size=self.batch_size, lr=self.lr, labels=data.labels.to(self.device)[None],
-                               cond_dropout=self.cond_dropout, generator=g, progress=self.progress,
-                               after_step=None if average is None else lambda: ema_update(average, net, self.ema_decay))
+                               cond_dropout=self.cond_dropout, generator=g, warmup=self.warmup, ema=average,
+                               ema_decay=self.ema_decay if average is not None else 0.999, progress=self.progress)
         sampler_net = (net if average is None else average).eval().requires_grad_(False)
         model = ImageModel(sampler_net, int(data.source.max()) + 1, stats)
         if self.store_dir is not None:

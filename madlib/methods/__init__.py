@@ -1,0 +1,9 @@
+"""One module per paper protocol, built on :mod:`madlib.loops`, :mod:`madlib.models` and :mod:`madlib.diffusion`,
+so that a reader holding a paper finds its algorithm in one file.
+
+- :mod:`madlib.methods.mad_fresh`: MAD Sec. 5 / App. G, the Gaussian fresh-data loop (its limit, the effective
+  sample size n_e, the admissible region, the growing dataset).
+
+The image protocols (SIMS Algorithm 1, CASD Algorithm 1-2, ReDiFine's chain) join here as ``sims.py``,
+``casd.py`` and ``redifine.py`` (issues 14-16).
+"""
