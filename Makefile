@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install figures smoke paper test lab bench clean
+.PHONY: install figures smoke paper test lab bench calibrate gpu-check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_gaussian_loop.py
+
+calibrate: $(STAMP)  ## generation-1 quality vs CPU time, DDPM vs EDM (docs/calibration.json; ~25 min on 2 cores)
+	$(PY) benchmarks/calibrate_image_models.py --out docs/calibration.json
+
+gpu-check: $(STAMP)  ## on a GPU machine: throughput + MAD-9 paper generation 1 -> figures/paper/gpu_check.json (~5 min)
+	$(PY) benchmarks/gpu_check.py --out figures/paper/gpu_check.json
 
 clean:
 	rm -rf build .pytest_cache

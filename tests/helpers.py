@@ -22,3 +22,16 @@ def interrupted_then_resumed(make_family, spec, checkpoint, *, seed: int = 0, at
     with pytest.raises(KeyboardInterrupt):
         run_loop(family, spec, seed=seed, record=crash, checkpoint=checkpoint, progress=False)
     return run_loop(make_family(), spec, seed=seed, checkpoint=checkpoint, progress=False)
+
+
+def awake(net, seed: int = 0):
+    """Give a network's zero-initialised layers (block outputs, final conv, LoRA's B) random weights 0.1 N(0, 1)
+    from ``seed``, so that every input and every layer shows in its output; returns the network."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return net

@@ -8,6 +8,7 @@ from madlib.diffusion.losses import ddpm_eps_loss
 from madlib.diffusion.schedules import cosine_schedule
 from madlib.diffusion.training import train_ensemble
 from madlib.diffusion.unet import UNet
+from tests.helpers import awake
 
 TINY = dict(image_size=8, base_channels=8, channel_mults=(1, 2))
 # For the training comparisons: with 8 groups over 8 channels every GroupNorm normalises each channel
@@ -20,18 +21,8 @@ LR = 1e-4
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _awake(net: UNet, seed: int) -> UNet:
-    """Give the zero-initialised layers (block outputs, final conv) random weights, so every layer matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return net
-
-
 def _nets(count: int = 3, **kwargs) -> list[UNet]:
-    return [_awake(UNet(seed=r, **(TINY | kwargs)), seed=10 + r) for r in range(count)]
+    return [awake(UNet(seed=r, **(TINY | kwargs)), seed=10 + r) for r in range(count)]
 
 
 def _same_weights(a: UNet, b: UNet, atol: float = 0.0) -> None:
@@ -70,7 +61,7 @@ def test_forward_equals_each_members_own_forward(strategy):
 
 
 def test_vmap_and_loop_agree_with_attention_and_unconditional_members():
-    nets = [_awake(UNet(seed=r, attention=True, num_classes=0, **TINY), seed=r) for r in range(2)]
+    nets = [awake(UNet(seed=r, attention=True, num_classes=0, **TINY), seed=r) for r in range(2)]
     x, t = torch.randn(2, 3, 1, 8, 8), torch.rand(2, 3) * 50
     vmap, loop = BatchedUNet.from_nets(nets, strategy="vmap"), BatchedUNet.from_nets(nets, strategy="loop")
     torch.testing.assert_close(vmap(x, t), loop(x, t), rtol=0, atol=1e-5)
@@ -122,7 +113,7 @@ def test_summed_losses_give_each_member_its_own_adam_steps(strategy):
             opt.step()
     for r in range(2):
         _same_weights(batched.member(r), nets[r], atol=1e-5)
-    start = _awake(UNet(seed=0, **TRAINABLE), seed=10)
+    start = awake(UNet(seed=0, **TRAINABLE), seed=10)
     assert max((p - q).abs().max() for p, q in zip(nets[0].parameters(), start.parameters())) > 1e-4
 
 

@@ -16,6 +16,7 @@ from madlib.diffusion.training import lr_factor, train_ensemble
 from madlib.diffusion.unet import UNet
 from madlib.figures import seed_spread, seeds_agree
 from madlib.models.images import ImageDiffusionFamily
+from tests.helpers import awake
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -183,11 +184,7 @@ def test_trainer_bad_input_is_named():
 
 
 def test_the_second_label_has_its_own_token_and_embedding():
-    net = UNet(image_size=8, base_channels=8, num_sources=2, seed=0)
-    with torch.no_grad():  # wake the zero-initialised output layers so the labels show
-        for p in net.parameters():
-            if not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(9)))
+    net = awake(UNet(image_size=8, base_channels=8, num_sources=2, seed=0), 9)
     x, t, y = torch.randn(1, 3, 1, 8, 8), torch.zeros(1, 3), torch.tensor([[1, 2, 3]])
     real, synthetic, none = net(x, t, y, s=torch.zeros(1, 3, dtype=torch.long)), net(x, t, y, s=torch.ones(1, 3, dtype=torch.long)), net(x, t, y)
     assert not torch.allclose(real, synthetic) and not torch.allclose(real, none)

@@ -16,6 +16,7 @@ from madlib.diffusion.losses import ddpm_eps_loss  # noqa: E402
 from madlib.diffusion.schedules import cosine_schedule  # noqa: E402
 from madlib.diffusion.training import train_ensemble  # noqa: E402
 from madlib.diffusion.unet import UNet  # noqa: E402
+from tests.helpers import awake  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,13 +26,7 @@ BLOCKS = ["down.0.0", "down.1.0", "middle", "up.0.0", "up.1.0"]  # the residual 
 
 def _base(seed: int = 0, attention: bool = False) -> UNet:
     """A tiny "pretrained" U-Net: the zero-initialised layers get random weights, so every adapter gets gradients."""
-    net = UNet(1, 8, 8, (1, 2), 10, attention=attention, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return net
+    return awake(UNet(1, 8, 8, (1, 2), 10, attention=attention, seed=seed), seed + 100)
 
 
 def _inputs(seed: int = 1):

@@ -9,21 +9,12 @@ from madlib.diffusion.samplers import clipped_posterior_mean, ddpm_ancestral_sam
 from madlib.diffusion.schedules import DDPMSchedule, cosine_schedule
 from madlib.diffusion.training import ema_update, train_ensemble
 from madlib.diffusion.unet import UNet, parameter_count, timestep_embedding
+from tests.helpers import awake
 
 TINY = dict(base_channels=8, channel_mults=(1, 2, 2))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _awake(net: UNet, seed: int = 0) -> UNet:
-    """Give the zero-initialised layers (block outputs, final conv) random weights, so y and t matter at once."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return net
 
 
 @pytest.mark.parametrize("size", [8, 14, 28])
@@ -33,7 +24,7 @@ def test_output_has_the_input_shape_at_odd_and_even_sizes(size):
     y = torch.tensor([[0, 5, 10]])  # 10 = the "no label" token
     out = net(x, torch.full((1, 3), 7.0), y)
     assert out.shape == x.shape and out.dtype == x.dtype
-    torch.testing.assert_close(_awake(net)(x, 7.0, y)[0], net(x[0], torch.full((3,), 7.0), y[0]), rtol=0, atol=0)
+    torch.testing.assert_close(awake(net)(x, 7.0, y)[0], net(x[0], torch.full((3,), 7.0), y[0]), rtol=0, atol=0)
 
 
 def test_the_untrained_net_predicts_zero_noise():
@@ -42,7 +33,7 @@ def test_the_untrained_net_predicts_zero_noise():
 
 
 def test_conditioning_and_the_null_token():
-    net = _awake(UNet(image_size=14, seed=0, **TINY))
+    net = awake(UNet(image_size=14, seed=0, **TINY))
     x, t = torch.randn(1, 4, 1, 14, 14), torch.full((1, 4), 20.0)
     three, seven = net(x, t, torch.full((1, 4), 3)), net(x, t, torch.full((1, 4), 7))
     null = net(x, t, None)
@@ -69,10 +60,10 @@ def test_documented_parameter_counts():
 
 def test_attention_channels_last_and_amp_paths_agree():
     x, t, y = torch.randn(1, 5, 1, 14, 14), torch.full((1, 5), 9.0), torch.arange(5)[None]
-    plain = _awake(UNet(image_size=14, seed=1, attention=True, **TINY))
-    last = _awake(UNet(image_size=14, seed=1, attention=True, channels_last=True, **TINY))
+    plain = awake(UNet(image_size=14, seed=1, attention=True, **TINY))
+    last = awake(UNet(image_size=14, seed=1, attention=True, channels_last=True, **TINY))
     torch.testing.assert_close(last(x, t, y), plain(x, t, y), rtol=1e-4, atol=1e-5)
-    amp = _awake(UNet(image_size=14, seed=1, attention=True, amp=True, **TINY))
+    amp = awake(UNet(image_size=14, seed=1, attention=True, amp=True, **TINY))
     out = amp(x, t, y)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, plain(x, t, y), rtol=0.1, atol=0.1)  # bfloat16 has 8 bits of mantissa
@@ -123,7 +114,7 @@ def _draw(eps, guide=None, w=0.0, clip=(-1.0, 1.0)):
 
 
 def test_guidance_at_lambda_one_is_the_conditional_model_exactly():
-    net = _awake(UNet(image_size=8, seed=0, **TINY))
+    net = awake(UNet(image_size=8, seed=0, **TINY))
     y = torch.arange(6)[None]
     eps, guide = cfg_predictors(net, y)
     assert w_from_lam(1.0) == 0.0
@@ -131,7 +122,7 @@ def test_guidance_at_lambda_one_is_the_conditional_model_exactly():
 
 
 def test_cfg_is_the_extrapolation_computed_by_hand():
-    net = _awake(UNet(image_size=8, seed=0, **TINY))
+    net = awake(UNet(image_size=8, seed=0, **TINY))
     y = torch.arange(6)[None]
     w = w_from_lam(0.8)  # 0.25
     eps, guide = cfg_predictors(net, y)
