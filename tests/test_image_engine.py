@@ -1,6 +1,7 @@
 """The image engine (issue 13): EDM preconditioning, Euler-ancestral and Heun on images, the one guided
 prediction, the trainer's schedule, EMA and resume, the second label, the EDM image family, sample archives."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -249,3 +250,20 @@ def test_seed_spread_and_seeds_agree_against_numpy():
     assert np.allclose(spread["mean"], values.mean(0)) and np.allclose(spread["std"], values.std(0, ddof=1))
     assert spread["seeds"] == 3 and np.array_equal(spread["min"], [1.0, 2.0])
     assert seeds_agree([0.1, 2.0, 0.5]) and not seeds_agree([0.1, -0.01, 3.0]) and not seeds_agree([])
+
+
+def test_a_shared_fit_cache_reuses_only_identical_training():
+    kw = dict(image_size=8, base_channels=8, epochs=1.0, batch_size=32, eval_samples=20, lenet="tiny", steps=5)
+    cache = {}
+    unbiased, biased = (ImageDiffusionFamily("digits", lam=lam, fit_cache=cache, **kw) for lam in (1.0, 0.8))
+    real = unbiased.draw_real(40, np.random.default_rng(0))
+    first = unbiased.fit(real)
+    assert biased.fit(real) is first and len(cache) == 1  # lambda is not a training setting
+    alone = ImageDiffusionFamily("digits", lam=0.8, **kw).fit(real)  # no cache: trained again, the same weights
+    assert alone is not first and all(torch.equal(a, b) for a, b in zip(alone.net.parameters(), first.net.parameters()))
+    longer = ImageDiffusionFamily("digits", fit_cache=cache, **(kw | dict(epochs=2.0))).fit(real)
+    assert longer is not first and len(cache) == 2
+    reseeded = unbiased.fit(dataclasses.replace(real, seed=real.seed + 1))
+    assert reseeded is not first and len(cache) == 3
+    with pytest.raises(ValueError, match="fit_cache must be a dict"):
+        ImageDiffusionFamily("digits", fit_cache=[], **kw)

@@ -45,6 +45,7 @@ lambda = 1). 30 epochs give accuracy 0.81 / 0.90 at 1.5x the training time.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -130,6 +131,11 @@ class ImageDiffusionFamily:
         lenet: the classifier recipe of the metrics (:func:`madlib.metrics.load_lenet`: ``"default"``,
             ``"tiny"`` for tests, or a ``LeNetRecipe``).
         store_dir: folder for the per-generation image sets (module docstring), or None.
+        fit_cache: a dict shared by families that train alike (e.g. the lambda loops of one seed, which train
+            the same generation 1 on the same real set): a fit whose training images, labels, seed and
+            training settings (:meth:`training_settings`; lambda and the sampler are not among them) match
+            an earlier one returns that network instead of training it again. In memory only, so a new
+            process always trains.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; amp (bf16 autocast) and channels_last
             are meant for CUDA.
         progress: tqdm bars for training and sampling.
@@ -143,7 +149,8 @@ class ImageDiffusionFamily:
                  attention: bool = False,
                  epochs: float = 20.0, batch_size: int = 128, lr: float = 1e-3, cond_dropout: float = 0.1,
                  ema_decay: float = 0.0, eval_samples: int = 1000, eval_seed: int = 0, sample_batch: int = 1000,
-                 lenet="default", store_dir: str | os.PathLike | None = None, device: str = "cpu",
+                 lenet="default", store_dir: str | os.PathLike | None = None, fit_cache: dict | None = None,
+                 device: str = "cpu",
                  amp: bool = False, channels_last: bool = False, progress: bool = False):
         self.dataset = check_choice("dataset", dataset, DATASETS)
         self.image_size = check_int("image_size", image_size, minimum=4)
@@ -171,6 +178,9 @@ class ImageDiffusionFamily:
         self.sample_batch = check_int("sample_batch", sample_batch, minimum=1)
         self.lenet = lenet
         self.store_dir = Path(store_dir) if store_dir is not None else None
+        if fit_cache is not None and not isinstance(fit_cache, dict):
+            raise ValueError(f"fit_cache must be a dict (shared between families) or None; got {type(fit_cache).__name__}")
+        self.fit_cache = fit_cache
         self.device = resolve_device("device", device)
         self.amp, self.channels_last, self.progress = bool(amp), bool(channels_last), bool(progress)
         self.train_images, self.train_labels = load_images(dataset, "train", size=self.image_size, dtype="uint8",
@@ -192,6 +202,19 @@ class ImageDiffusionFamily:
                 "ema_decay": self.ema_decay, "eval_samples": self.eval_samples, "eval_seed": self.eval_seed,
                 "sample_batch": self.sample_batch, "lenet": str(self.lenet), "device": self.device,
                 "amp": self.amp, "channels_last": self.channels_last}
+
+    def training_settings(self) -> dict:
+        """The settings a fit depends on: everything but lambda, the sampler and the evaluation."""
+        sampling = ("lam", "sampler", "sample_steps", "sigma_range", "rho", "eval_samples", "eval_seed", "sample_batch",
+                    "lenet", "clip_x0")
+        return {k: v for k, v in self.settings().items() if k not in sampling}
+
+    def _fit_key(self, data: "ImageSet") -> str:
+        h = hashlib.sha256(json.dumps(self.training_settings(), sort_keys=True).encode())
+        for array in (data.images, data.labels, data.source):
+            h.update(array.numpy().tobytes())
+        h.update(str(data.seed).encode())
+        return h.hexdigest()
 
     def fingerprint(self) -> str:
         return f"ImageDiffusionFamily({json.dumps(self.settings(), sort_keys=True)})"
@@ -272,7 +295,23 @@ class ImageDiffusionFamily:
 
     def fit(self, data: ImageSet) -> ImageModel:
         # MAD Sec. 3.2: every generation is a fresh model trained from scratch on its training set
-        """Train a new U-Net on ``data`` (reproducible from ``data.seed``); generation = newest source + 1."""
+        """Train a new network on ``data`` (reproducible from ``data.seed``); generation = newest source + 1.
+
+        With a ``fit_cache``, an identical earlier fit (same data, seed and training settings) is reused.
+        """
+        key = self._fit_key(data) if self.fit_cache is not None else None
+        if key is not None and key in self.fit_cache:
+            model = self.fit_cache[key]
+        else:
+            model = self._train(data)
+            if key is not None:
+                self.fit_cache[key] = model
+        if self.store_dir is not None:
+            self._store(f"gen_{model.generation:03d}_train.npz", data.images, data.labels, model.generation,
+                        {"seed": data.seed}, source=data.source)
+        return model
+
+    def _train(self, data: ImageSet) -> ImageModel:
         g = torch.Generator().manual_seed(data.seed)
         net = self._new_unet(seed=int(torch.randint(2**31, (1,), generator=g)))
         x = from_uint8(data.images, PIXEL_RANGE).to(self.device)[None]  # [1, N, C, H, W]
@@ -283,11 +322,7 @@ class ImageDiffusionFamily:
                                cond_dropout=self.cond_dropout, generator=g, warmup=self.warmup, ema=average,
                                ema_decay=self.ema_decay if average is not None else 0.999, progress=self.progress)
         sampler_net = (net if average is None else average).eval().requires_grad_(False)
-        model = ImageModel(sampler_net, int(data.source.max()) + 1, stats)
-        if self.store_dir is not None:
-            self._store(f"gen_{model.generation:03d}_train.npz", data.images, data.labels, model.generation,
-                        {"seed": data.seed}, source=data.source)
-        return model
+        return ImageModel(sampler_net, int(data.source.max()) + 1, stats)
 
     def _store(self, name: str, images, labels, generation: int, meta: dict, **arrays) -> None:
         save_image_set(self.store_dir / name, images, labels, {"generation": generation, **meta,

@@ -1,27 +1,37 @@
-"""MAD-9..11 at the smoke profile: what the loop stored and what the metrics say about real images."""
+"""MAD-9..11 at the smoke profile: what the loops stored per seed, the generation-1 bar, the sample archive."""
 
 from pathlib import Path
 
 import numpy as np
 
-from madlib.data import load_image_set
+from madlib.data import load_image_set, load_sample_archive
 
 
 def test_mad_9_11_mnist_fully_synthetic(smoke_build):
     record, _ = smoke_build("mad_9_11_mnist_fully_synthetic")
     assert record["experiments"] == ["MAD-9", "MAD-10", "MAD-11"]
-    claims = {c["id"] for c in record["claims"]}
-    assert {"MAD-9.fid-rises", "MAD-9.recall-falls", "MAD-10.precision-holds", "MAD-11.modes-collapse"} <= claims
+    claims = {c["id"]: c for c in record["claims"]}
+    assert {"MAD-9.generation-1-bar", "MAD-9.fid-rises", "MAD-9.recall-falls", "MAD-10.precision-holds",
+            "MAD-11.modes-collapse"} <= set(claims)
     params, data = record["params"], record["data"]
-    T = params["generations"]
+    T, seeds = params["generations"], params["seeds"]
     for lam in map(str, params["lam_values"]):
-        assert len(data["metrics"][lam]["fid"]) == T
+        assert np.shape(data["metrics"][lam]["fid"]) == (len(seeds), T)
+    # the bar's verdict is what its numbers say (an untrained smoke model fails it)
+    gen1 = data["generation_1"]
+    assert np.isclose(gen1["fid"]["mean"], np.mean(np.asarray(data["metrics"]["1.0"]["fid"])[:, 0]))
+    assert claims["MAD-9.generation-1-bar"]["held"] == (gen1["accuracy"]["mean"] >= 0.85
+                                                       and gen1["fid"]["mean"] <= 2 * data["floor"]["fid"])
     # real vs real is far closer than an untrained smoke model's samples
     floor = data["floor"]
     assert floor["precision"] > 0.5 and floor["recall"] > 0.5
-    assert floor["fid"] < min(data["metrics"]["1.0"]["fid"])
+    assert floor["fid"] < np.min(data["metrics"]["1.0"]["fid"])
     # the fully synthetic loop trained generation 2 on n_images samples of generation 1 only, stored as uint8
-    train = load_image_set(Path(data["store"]) / "lam_1" / "gen_002_train.npz")
+    train = load_image_set(Path(data["store"]) / "lam_1" / f"seed_{seeds[0]}" / "gen_002_train.npz")
     assert train.images.dtype == np.uint8 and train.images.shape[0] == params["n_images"]
     assert set(np.unique(train.arrays["source"])) == {1}
     assert np.bincount(train.labels).tolist() == [params["n_images"] // 10] * 10  # class-balanced
+    archive = load_sample_archive(data["samples_archive"])
+    assert sorted(archive) == sorted(f"lam={lam:g}/seed={s}/gen={t}" for lam in params["lam_values"] for s in seeds
+                                     for t in range(1, T + 1))
+    assert all(v.images.dtype == np.uint8 and len(v.labels) == params["archive_per_set"] for v in archive.values())
