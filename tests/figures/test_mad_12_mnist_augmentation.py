@@ -1,24 +1,38 @@
-"""MAD-12 at the smoke profile: the augmentation loop's stored training sets hold D_r plus n_synth samples."""
+"""MAD-12 at the smoke profile: the augmentation loop's stored training sets hold D_r plus n_synth samples,
+per seed, and the sample archive holds every (loop, seed, generation)."""
 
 from pathlib import Path
 
 import numpy as np
 
-from madlib.data import load_image_set
+from madlib.data import load_image_set, load_sample_archive
 
 
 def test_mad_12_mnist_augmentation(smoke_build):
     record, _ = smoke_build("mad_12_mnist_augmentation")
     assert record["experiments"] == ["MAD-12"]
     claims = {c["id"] for c in record["claims"]}
-    assert claims == {"MAD-12.fid-rises", "MAD-12.slower-than-fully-synthetic", "MAD-12.lambda-trades-precision-for-recall",
-                      "MAD-12.lambda-0.8-best"}
+    assert claims == {"MAD-12.generation-1-bar", "MAD-12.fid-rises", "MAD-12.slower-than-fully-synthetic",
+                      "MAD-12.lambda-trades-precision-for-recall", "MAD-12.lambda-0.8-best"}
     params, data = record["params"], record["data"]
+    seeds, T = params["seeds"], params["generations"]
+    assert len(seeds) == params["n_seeds"] >= 2
+    for metrics in data["metrics"].values():
+        assert np.shape(metrics["fid"]) == (len(seeds), T)
     store = Path(data["store"])
-    first = load_image_set(store / "augmentation_lam_1" / "gen_001_train.npz")
-    second = load_image_set(store / "augmentation_lam_1" / "gen_002_train.npz")
-    source = second.arrays["source"]
-    assert (source == 0).sum() == params["n_real"] and (source == 1).sum() == params["n_synth"]
-    np.testing.assert_array_equal(second.images[source == 0], first.images)  # the same fixed real set D_r
-    full = load_image_set(store / "fully_synthetic_lam_1" / "gen_002_train.npz")
+    for s in seeds:
+        first = load_image_set(store / "augmentation_lam_1" / f"seed_{s}" / "gen_001_train.npz")
+        second = load_image_set(store / "augmentation_lam_1" / f"seed_{s}" / "gen_002_train.npz")
+        source = second.arrays["source"]
+        assert (source == 0).sum() == params["n_real"] and (source == 1).sum() == params["n_synth"]
+        np.testing.assert_array_equal(second.images[source == 0], first.images)  # the same fixed real set D_r
+    real = [load_image_set(store / "augmentation_lam_1" / f"seed_{s}" / "gen_001_train.npz").images for s in seeds[:2]]
+    assert not np.array_equal(*real)  # seeds draw different real sets
+    full = load_image_set(store / "fully_synthetic_lam_1" / f"seed_{seeds[0]}" / "gen_002_train.npz")
     assert (full.arrays["source"] == 1).sum() == params["n_real"] + params["n_synth"]
+    archive = load_sample_archive(data["samples_archive"])
+    assert len(archive) == 3 * len(seeds) * T
+    shown = archive[f"augmentation/lam=1/seed={seeds[0]}/gen={T}"]
+    stored = load_image_set(store / "augmentation_lam_1" / f"seed_{seeds[0]}" / f"gen_{T:03d}_eval.npz")
+    assert shown.images.shape[0] == min(params["archive_per_set"], stored.images.shape[0])
+    assert set(shown.labels) == set(stored.labels)  # every class kept
