@@ -1,13 +1,15 @@
-"""``python -m madlib.figures list | build [NAME ...] --profile P [--out DIR]``."""
+"""``python -m madlib.figures list | build [NAME ...] --profile P [--out DIR] | gallery [--out SITE]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import yaml
 
+from madlib.figures.gallery import GalleryError
 from madlib.figures.manifest import MANIFEST_PROFILES, ManifestError, load_manifest
 from madlib.figures.params import ParameterError
 
@@ -33,6 +35,15 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="NAME=VALUE", help="override a parameter of every selected figure")
     b.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     b.add_argument("--dry-run", action="store_true", help="print the checked parameters and run nothing")
+    g = sub.add_parser("gallery", help="re-render the static results site and CLAIMS.md from the committed JSONs "
+                                       "(runs nothing)")
+    g.add_argument("--out", help="site folder (default: figures/site)")
+    g.add_argument("--results", action="append", metavar="DIR",
+                   help="results folder, shown side by side in the order given (default: figures/ and figures/paper/)")
+    g.add_argument("--targets", help="paper-targets.md with the experiment IDs (default: ../shared/paper-targets.md)")
+    g.add_argument("--screenshot", metavar="PNG", help="also save a headless-Chromium screenshot of --page")
+    g.add_argument("--page", default="index.html", help="page of the site for --screenshot (default: index.html)")
+    g.add_argument("--summary", action="store_true", help="print the README's 'What reproduced' section")
     args = parser.parse_args(argv)
 
     try:
@@ -43,6 +54,20 @@ def main(argv: list[str] | None = None) -> int:
                 for profile, params in entry.profiles.items():
                     print(f"  {profile:8s}{json.dumps(params) if params else '(notebook defaults)'}")
             return 0
+        if args.command == "gallery":
+            from madlib.figures.gallery import screenshot, write_gallery
+            from madlib.figures.record import default_out_dir, write_claims_summary
+
+            site = write_gallery(args.out, folders=args.results, targets=args.targets, manifest=args.manifest)
+            for folder in args.results or [default_out_dir(), default_out_dir() / "paper"]:
+                if any(Path(folder).glob("*.json")):
+                    write_claims_summary(folder)
+            print(f"wrote {site.index}, {len(site.pages) - 2} paper pages and {len(site.grids)} sample grids")
+            if args.summary:
+                print(site.summary)
+            if args.screenshot:
+                print(f"wrote {screenshot(site.root / args.page, args.screenshot)}")
+            return 0
         from madlib.figures.runner import build, resolve_figure, select
 
         overrides = dict(args.param)
@@ -52,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results = build(args.names, profile=args.profile, out_dir=args.out, executed_dir=args.executed,
                         overrides=overrides, manifest=args.manifest, quiet=args.quiet)
-    except (ParameterError, ManifestError) as err:
+    except (ParameterError, ManifestError, GalleryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0 if all(r.ok for r in results) else 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
+from madlib.figures.gallery import write_gallery_after_build
 from madlib.figures.manifest import RUNNER_PARAMETERS, FigureEntry, load_manifest
 from madlib.figures.params import ParameterError, notebook_parameters, resolve_parameters
 from madlib.figures.record import default_out_dir, repo_root, write_claims_summary
@@ -65,7 +66,8 @@ def _claims_line(json_path: Path) -> str:
 def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str | Path | None = None,
           executed_dir: str | Path | None = None, overrides: dict[str, Any] | None = None,
           manifest: str | Path | None = None, quiet: bool = False, stream: TextIO = sys.stdout) -> list[BuildResult]:
-    """Run the selected figures (all if none named) at a profile; write CLAIMS.md into out_dir.
+    """Run the selected figures (all if none named) at a profile; write CLAIMS.md into out_dir and refresh
+    the gallery (:func:`madlib.figures.gallery.write_gallery_after_build`).
 
     Parameters of every selected figure are checked before any notebook runs (ParameterError).
     A failing notebook is reported with its cell and the others still run.
@@ -102,4 +104,5 @@ def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str |
             print(f"[{i}/{len(plans)}] {entry.name} ({params['profile']}) {status} in {seconds:.1f} s: {message}",
                   file=stream, flush=True)
     write_claims_summary(out)
+    write_gallery_after_build(out, manifest)
     return results
