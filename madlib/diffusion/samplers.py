@@ -6,6 +6,7 @@ a weight schedule ``weight(i, n) -> w``, and makes every prediction through
 pure noise. With no guide, the primary model samples alone.
 
 - :func:`ddpm_ancestral_sampler`: DDPM (Ho et al. Alg. 2) on a discrete schedule; MAD's sampler.
+- :func:`toy_ddpm_sampler`: the same steps as the toy DDPM SIMS cites runs them: t = T-1 .. 1, no step at t = 0.
 - :func:`edm_heun_sampler`: EDM Alg. 1, deterministic 2nd-order Heun (SIMS, CASD Alg. 2).
 - :func:`euler_ancestral_sampler`: Euler steps of the probability-flow ODE plus fresh noise (what
   ReDiFine samples Stable Diffusion with); EDM sigma grids from :func:`madlib.diffusion.schedules.edm_sigma_steps`.
@@ -50,6 +51,28 @@ def ddpm_ancestral_sampler(eps: Predict, noise: torch.Tensor, schedule: DDPMSche
         else:
             x = clipped_posterior_mean(x, e, schedule, t, clip_x0)
         if t > 0:
+            x = x + beta.sqrt() * randn(x.shape, generator, x.device, x.dtype)
+    return x
+
+
+def toy_ddpm_sampler(eps: Predict, noise: torch.Tensor, schedule: DDPMSchedule, *,
+                     guide: Predict | None = None, weight=constant_weight(0.0),
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    # albarji/toy-diffusion sample_ddpm (SIMS S:574): Ho et al. Alg. 2 for t = T-1 .. 1, sigma_t^2 = beta_t
+    """x from x_{T-1} = ``noise`` [R, B, ...] ~ N(0, I), for :func:`madlib.diffusion.schedules.toy_cosine_schedule`.
+
+    Each step t = T-1, ..., 1 moves x <- (x - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) and adds
+    sqrt(beta_t) N(0, I) only while t > 1; step t = 0 (beta_0 = 0, alpha_bar_0 = 1) is never taken, so
+    the network is evaluated T - 1 times (step i of n = T - 1, counted from noise, for the weight schedule).
+    """
+    schedule = schedule.to(noise.device)
+    x, n = noise, schedule.steps - 1
+    for i, t in enumerate(range(schedule.steps - 1, 0, -1)):
+        t_in = torch.full(x.shape[:2], float(t), device=x.device, dtype=x.dtype)
+        e = guided_prediction(eps, guide, weight, i, n, x, t_in)
+        beta, alpha, ab = schedule.betas[t], schedule.alphas[t], schedule.alpha_bar[t]
+        x = (x - beta / (1 - ab).sqrt() * e) / alpha.sqrt()
+        if t > 1:
             x = x + beta.sqrt() * randn(x.shape, generator, x.device, x.dtype)
     return x
 
