@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from madlib._io import atomic_path
-from madlib.metrics import image_metrics
 from madlib.models.images import ImageDiffusionFamily, balanced_labels
 
 
@@ -47,7 +46,7 @@ def calibrate_cell(objective: str, size: int, base: int, budget: int, args) -> d
     start = time.perf_counter()
     images = family.generate(model, labels, 1.0, torch.Generator().manual_seed(args.seed))
     sample_s = time.perf_counter() - start
-    metrics = image_metrics(images, labels, family.test_images, family.test_labels, family._lenet())
+    metrics = family.measure(images, labels)
     return {"key": cell_key(objective, size, base, budget), "objective": objective, "sampler": family.sampler,
             "image_size": size, "base_channels": base, "budget_images": budget, "n_train": args.n_train,
             "network_evaluations": family.network_evaluations(1.0), "train_seconds": model.stats.seconds,
@@ -56,11 +55,7 @@ def calibrate_cell(objective: str, size: int, base: int, budget: int, args) -> d
 
 
 def floor_row(size: int, args) -> dict:
-    family = ImageDiffusionFamily("mnist5k", image_size=size, base_channels=8, eval_samples=args.eval_samples)
-    pick = torch.as_tensor(np.random.default_rng(args.seed + 7).choice(len(family.train_labels), args.eval_samples,
-                                                                       replace=False))
-    m = image_metrics(family.train_images[pick], family.train_labels[pick], family.test_images, family.test_labels,
-                      family._lenet())
+    m = ImageDiffusionFamily("mnist5k", image_size=size, base_channels=8).real_floor(args.eval_samples, args.seed + 7)
     return {"key": f"floor/{size}x{size}", "image_size": size, **{k: float(m[k]) for k in ("fid", "precision", "recall",
                                                                                              "accuracy")}}
 

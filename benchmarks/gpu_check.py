@@ -62,7 +62,6 @@ def run_benchmark(script: str, args: list[str]) -> str:
 
 
 def generation_one(device: str, quick: bool) -> dict:
-    from madlib.metrics import image_metrics
     from madlib.models.images import ImageDiffusionFamily
 
     kw = dict(image_size=28, steps=500, base_channels=32, epochs=50.0, batch_size=128, lr=1e-3, ema_decay=0.999,
@@ -78,9 +77,7 @@ def generation_one(device: str, quick: bool) -> dict:
     start = time.perf_counter()
     metrics = family.summary(model)
     sample_s = time.perf_counter() - start
-    pick = torch.as_tensor(np.random.default_rng(7).choice(len(family.train_labels), family.eval_samples, replace=False))
-    floor = image_metrics(family.train_images[pick], family.train_labels[pick], family.test_images, family.test_labels,
-                          family._lenet())
+    floor = family.real_floor(family.eval_samples, 7)
     return {"settings": family.settings(), "n_train": n, "train_seconds": train_s,
             "train_images_per_s": model.stats.samples_per_s, "sample_seconds": sample_s,
             "sample_images_per_s": family.eval_samples / sample_s,

@@ -267,3 +267,15 @@ def test_a_shared_fit_cache_reuses_only_identical_training():
     assert reseeded is not first and len(cache) == 3
     with pytest.raises(ValueError, match="fit_cache must be a dict"):
         ImageDiffusionFamily("digits", fit_cache=[], **kw)
+
+
+def test_real_floor_measures_a_seeded_random_subset_of_the_training_split():
+    from madlib.metrics import image_metrics
+
+    family = ImageDiffusionFamily("digits", image_size=8, base_channels=8, lenet="tiny")
+    pick = torch.as_tensor(np.random.default_rng(3).choice(len(family.train_labels), 40, replace=False))
+    expected = image_metrics(family.train_images[pick], family.train_labels[pick], family.test_images,
+                             family.test_labels, family._lenet())
+    assert family.real_floor(40, 3) == expected
+    with pytest.raises(ValueError, match="n must be"):
+        family.real_floor(3, 0)

@@ -321,7 +321,7 @@ class ImageDiffusionFamily:
         stats = train_ensemble(net, x, self._loss, samples_seen=math.ceil(self.epochs * n),
                                batch_size=self.batch_size, lr=self.lr, labels=data.labels.to(self.device)[None],
                                cond_dropout=self.cond_dropout, generator=g, warmup=self.warmup, ema=average,
-                               ema_decay=self.ema_decay if average is not None else 0.999, progress=self.progress)
+                               ema_decay=self.ema_decay, progress=self.progress)
         sampler_net = (net if average is None else average).eval().requires_grad_(False)
         return ImageModel(sampler_net, int(data.source.max()) + 1, stats)
 
@@ -336,6 +336,20 @@ class ImageDiffusionFamily:
             self._classifier = load_lenet(self.lenet, device=self.device)
         return self._classifier
 
+    def measure(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """:func:`madlib.metrics.images.image_metrics` of uint8 ``images`` [n, C, H, W] with ``labels`` [n]
+        against the held-out split, on the family's LeNet: what :meth:`summary` reports of its samples."""
+        from madlib.metrics.images import image_metrics
+
+        return image_metrics(images, labels, self.test_images, self.test_labels, self._lenet())
+
+    def real_floor(self, n: int, seed: int) -> dict:
+        """:meth:`measure` of n training images drawn at random (without replacement) with ``seed``: the
+        real-vs-real floor a generation's n samples are compared with."""
+        pick = np.random.default_rng(seed).choice(len(self.train_labels), check_int("n", n, minimum=6), replace=False)
+        pick = torch.as_tensor(pick)
+        return self.measure(self.train_images[pick], self.train_labels[pick])
+
     def summary(self, model: ImageModel) -> dict[str, np.ndarray]:
         """Metrics [1] of ``eval_samples`` samples at the family's lam against the held-out split.
 
@@ -343,13 +357,11 @@ class ImageDiffusionFamily:
         ``real_accuracy``, ``real_mean_intensity`` (of the held-out split: the reference levels) and
         ``train_loss`` (the last training batch's loss).
         """
-        from madlib.metrics.images import image_metrics
-
         labels = balanced_labels(self.eval_samples, self.num_classes)
         images = self.generate(model, labels, self.lam, torch.Generator().manual_seed(self.eval_seed))
         if self.store_dir is not None:
             self._store(f"gen_{model.generation:03d}_eval.npz", images, labels, model.generation,
                         {"seed": self.eval_seed, "lam": self.lam})
-        metrics = image_metrics(images, labels, self.test_images, self.test_labels, self._lenet())
+        metrics = self.measure(images, labels)
         keys = ("fid", "precision", "recall", "accuracy", "mean_intensity", "real_accuracy", "real_mean_intensity")
         return {key: np.array([metrics[key]]) for key in keys} | {"train_loss": np.array(model.stats.final_loss)}
