@@ -8,6 +8,8 @@ project's LeNet assigns to the class they were generated for.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -16,16 +18,28 @@ from madlib.metrics.distances import frechet_distance
 from madlib.metrics.lenet import LeNet, lenet_features, lenet_logits
 from madlib.metrics.prdc import precision_recall
 
-__all__ = ["image_metrics"]
+__all__ = ["image_metrics", "predicted_classes", "class_shares"]
 
 
 def _mean_intensity(images: torch.Tensor) -> float:
     return float(images.double().mean() / (255.0 if images.dtype == torch.uint8 else 1.0))
 
 
+def predicted_classes(images: torch.Tensor, lenet: LeNet, *, batch_size: int = 1000) -> torch.Tensor:
+    """The project classifier's class [n] (CPU int64) of each image [n, C, H, W]."""
+    return lenet_logits(images, lenet, batch_size=batch_size).argmax(1).cpu()
+
+
+def class_shares(images: torch.Tensor, lenet: LeNet, num_classes: int = 10, *, batch_size: int = 1000) -> np.ndarray:
+    """Share [num_classes] of the images the classifier assigns to each class (sums to 1): the class histogram
+    of an unconditional model's samples (SIMS Sec. 4.3, CASD Fig. 3)."""
+    num_classes = check_int("num_classes", num_classes, minimum=1)
+    counts = torch.bincount(predicted_classes(images, lenet, batch_size=batch_size), minlength=num_classes)
+    return (counts[:num_classes].double() / max(1, images.shape[0])).numpy()
+
+
 def _accuracy(images: torch.Tensor, labels: torch.Tensor, lenet: LeNet, batch_size: int) -> float:
-    predicted = lenet_logits(images, lenet, batch_size=batch_size).argmax(1).cpu()
-    return float((predicted == labels.cpu()).double().mean())
+    return float((predicted_classes(images, lenet, batch_size=batch_size) == labels.cpu()).double().mean())
 
 
 def image_metrics(fake_images: torch.Tensor, fake_labels: torch.Tensor, real_images: torch.Tensor,
@@ -36,7 +50,8 @@ def image_metrics(fake_images: torch.Tensor, fake_labels: torch.Tensor, real_ima
     Args:
         fake_images: generated images [M, C, H, W], uint8 0..255 or float in [0, 1] (any size:
             :func:`madlib.metrics.lenet.to_lenet_input` resizes to 28x28).
-        fake_labels: [M] the class each image was generated for.
+        fake_labels: [M] the class each image was generated for, or None for an unconditional model's samples
+            (then ``accuracy`` is NaN: there is nothing to be accurate to; :func:`class_shares` describes them).
         real_images, real_labels: [N, C, H, W] and [N], the reference set (e.g. the held-out split).
         lenet: the feature extractor and classifier (:func:`madlib.metrics.lenet.load_lenet`).
         k: the precision / recall neighbourhood (MAD: 5).
@@ -49,6 +64,8 @@ def image_metrics(fake_images: torch.Tensor, fake_labels: torch.Tensor, real_ima
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
     for name, images, labels in (("fake", fake_images, fake_labels), ("real", real_images, real_labels)):
+        if labels is None and name == "fake":
+            labels = torch.zeros(images.shape[:1])
         if images.ndim != 4 or labels.shape != images.shape[:1]:
             raise ValueError(f"{name}_images must be [n, C, H, W] with {name}_labels [n]; got "
                              f"{tuple(images.shape)} and {tuple(labels.shape)}")
@@ -56,7 +73,7 @@ def image_metrics(fake_images: torch.Tensor, fake_labels: torch.Tensor, real_ima
     real = lenet_features(real_images, lenet, batch_size=batch_size)
     precision, recall = precision_recall(real, fake, k=k)
     return {"fid": float(frechet_distance(real, fake)), "precision": precision, "recall": recall,
-            "accuracy": _accuracy(fake_images, fake_labels, lenet, batch_size),
+            "accuracy": math.nan if fake_labels is None else _accuracy(fake_images, fake_labels, lenet, batch_size),
             "real_accuracy": _accuracy(real_images, real_labels, lenet, batch_size),
             "mean_intensity": _mean_intensity(fake_images), "real_mean_intensity": _mean_intensity(real_images),
             "n_fake": int(fake_images.shape[0]), "n_real": int(real_images.shape[0])}
