@@ -1,0 +1,315 @@
+"""SIMS, Self-IMproving diffusion models with Synthetic data (Alemohammad et al. 2024), on images.
+
+Algorithm 1 (S:130-150), one function per step:
+
+1. :func:`train_base`: a diffusion model on the real set D (EDM preconditioning and loss, EDM Table 1);
+2. :func:`synthesize`: n_s samples of it, the internal synthetic set S (n_s about |D| works well, S:355);
+3. :func:`train_auxiliary`: a copy of the base model fine-tuned on S only, with the base model's own training
+   settings, for a budget B in images seen; B has an interior optimum (S:358-366), so the fine-tune keeps
+   snapshots along B;
+4. :func:`sims_sample`: Heun sampling (EDM Algorithm 1) of s = (1 + w) s_base - w s_aux (Eq. 5) through
+   :func:`madlib.diffusion.guidance.guided_prediction`. w = 0 is the base model bit for bit (the auxiliary
+   model is never called); w = -1 is the auxiliary model alone.
+
+Around it: :func:`sims_grid` measures the samples over a grid of (B, w) on one set of latents, and
+:func:`select_then_report` chooses (B, w) on one set of sampling seeds and reports it on another, so the reported
+FID is not the optimum of its own noise (SinaAlemohammad/Neon selects on test seeds and recomputes on fresh ones).
+:func:`group_shifted_subset` builds SIMS-4's auxiliary set with a chosen group proportion (Sec. 4.3), and
+:func:`freeze_encoder` fine-tunes only the decoder half of the U-Net (App. A).
+
+Models are class-unconditional U-Nets (SIMS's CIFAR-10 and FFHQ models are unconditional; project choice for
+MNIST). Network evaluations (NFE) per image: 2 * steps - 1 for Heun; SIMS doubles them wherever w != 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from madlib._checks import check_int, check_interval, resolve_device
+from madlib.data.images import from_uint8, to_uint8
+from madlib.diffusion.guidance import check_weight, constant_weight, interval_weight
+from madlib.diffusion.losses import EDMPrecond, edm_loss
+from madlib.diffusion.samplers import edm_heun_sampler
+from madlib.diffusion.schedules import edm_sigma_steps
+from madlib.diffusion.training import TrainStats, train_ensemble
+from madlib.diffusion.unet import UNet
+
+__all__ = ["SIMSConfig", "SIMSModel", "train_base", "synthesize", "train_auxiliary", "sims_sample", "sims_grid",
+           "select_then_report", "group_shifted_subset", "freeze_encoder", "network_evaluations"]
+
+PIXEL_RANGE = (-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SIMSConfig:
+    """The network and the training settings the base model and the auxiliary fine-tune share (S:339: "the same
+    training hyperparameters"), and the Heun sampler's sigma grid (EDM Eq. 5)."""
+
+    image_size: int = 14
+    image_channels: int = 1
+    base_channels: int = 16
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 5000
+    ema_decay: float = 0.99
+    sample_steps: int = 12
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    sample_batch: int = 500
+
+    def __post_init__(self):
+        check_int("image_size", self.image_size, minimum=4)
+        check_int("base_channels", self.base_channels, minimum=8, why="GroupNorm(8) needs 8 channels")
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_interval("lr", self.lr, 0.0, 1.0, low_open=True)
+        check_int("warmup", self.warmup, minimum=0)
+        check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        check_int("sample_steps", self.sample_steps, minimum=2)
+        check_int("sample_batch", self.sample_batch, minimum=1)
+
+    def settings(self) -> dict:
+        return {**asdict(self), "channel_mults": list(self.channel_mults)}
+
+    def sigmas(self) -> torch.Tensor:
+        return edm_sigma_steps(self.sample_steps, self.sigma_min, self.sigma_max, self.rho)
+
+
+@dataclass
+class SIMSModel:
+    """A trained denoiser D(x; sigma) (:class:`EDMPrecond` around a U-Net; the EMA weights), its images seen and
+    its training stats (None when read from the cache)."""
+
+    net: torch.nn.Module
+    images_seen: int
+    stats: TrainStats | None
+
+
+def network_evaluations(config: SIMSConfig, guided: bool) -> int:
+    """Network evaluations per image of one Heun chain: 2 * steps - 1, twice that with the auxiliary model."""
+    return (2 * config.sample_steps - 1) * (2 if guided else 1)
+
+
+def _new_denoiser(config: SIMSConfig, seed: int, device) -> EDMPrecond:
+    return EDMPrecond(UNet(config.image_channels, config.image_size, base_channels=config.base_channels,
+                           channel_mults=config.channel_mults, num_classes=0, num_res_blocks=config.num_res_blocks,
+                           seed=seed, device=device))
+
+
+def _check_images(name: str, images: torch.Tensor, config: SIMSConfig) -> None:
+    shape = (config.image_channels, config.image_size, config.image_size)
+    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape or len(images) < 1:
+        raise ValueError(f"{name} must be uint8 images [n >= 1, {', '.join(map(str, shape))}]; got "
+                         f"{images.dtype} {tuple(images.shape)}")
+
+
+def _fit(net: torch.nn.Module, images: torch.Tensor, config: SIMSConfig, images_seen: int, generator: torch.Generator,
+         device, snapshot_steps: Sequence[int] = (), progress: bool = False):
+    """Train ``net`` in place (EDM loss); returns (EMA network, stats, {step: EMA snapshot})."""
+    x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, C, H, W]
+    average = copy.deepcopy(net)
+    snapshots, state = {}, {"step": 0}
+    wanted = set(snapshot_steps)
+
+    def after_step():  # a snapshot of the EMA weights at each budget B of the sweep
+        state["step"] += 1
+        if state["step"] in wanted:
+            snapshots[state["step"]] = copy.deepcopy(average).eval().requires_grad_(False)
+
+    stats = train_ensemble(net, x, edm_loss, samples_seen=images_seen, batch_size=config.batch_size, lr=config.lr,
+                           generator=generator, warmup=config.warmup, ema=average, ema_decay=config.ema_decay,
+                           after_step=after_step if wanted else None, progress=progress)
+    return average.eval().requires_grad_(False), stats, snapshots
+
+
+def _cache_key(config: SIMSConfig, images: torch.Tensor, images_seen: int, seed: int) -> str:
+    from madlib import __version__
+
+    h = hashlib.sha256(json.dumps({"config": config.settings(), "images_seen": images_seen, "seed": seed,
+                                   "madlib": __version__, "what": "sims.train_base"}, sort_keys=True).encode())
+    h.update(images.numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def train_base(images: torch.Tensor, config: SIMSConfig, *, images_seen: int, seed: int, device: str = "cpu",
+               cache_dir: str | os.PathLike | None = None, progress: bool = False) -> SIMSModel:
+    # SIMS Algorithm 1, step 1: train the base model on the real set D
+    """A class-unconditional EDM denoiser trained from scratch on uint8 ``images`` [N, C, H, W].
+
+    With ``cache_dir``, the EMA weights are kept in ``<cache_dir>/base_<key>.pt`` (written atomically), keyed by
+    the config, the budget, the seed, madlib's version and the images' bytes: a later call with the same inputs
+    reads them instead of training; any other input trains anew.
+    """
+    _check_images("images", images, config)
+    images_seen = check_int("images_seen", images_seen, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    device = resolve_device("device", device)
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"base_{_cache_key(config, images, images_seen, seed)}.pt"
+        if path.exists():
+            net = _new_denoiser(config, 0, device)
+            net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            return SIMSModel(net.eval().requires_grad_(False), images_seen, None)
+    g = torch.Generator().manual_seed(seed)
+    net = _new_denoiser(config, int(torch.randint(2**31, (1,), generator=g)), device)
+    average, stats, _ = _fit(net, images, config, images_seen, g, device, progress=progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(average.state_dict(), tmp)
+        os.replace(tmp, path)  # a partly written file never passes for a whole one
+    return SIMSModel(average, images_seen, stats)
+
+
+def _latents(n: int, config: SIMSConfig, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    return torch.randn((n, config.image_channels, config.image_size, config.image_size), generator=g)
+
+
+def sims_sample(base: SIMSModel, aux: SIMSModel | None, w: float, n: int, config: SIMSConfig, *, seed: int,
+                guide_from: int = 0, device: str = "cpu") -> torch.Tensor:
+    # SIMS Eq. 5: s = (1 + w) s_base - w s_aux, sampled with Heun (EDM Algorithm 1)
+    """n uint8 images [n, C, H, W] (CPU) of the SIMS model, deterministic given ``seed`` (its latents).
+
+    w = 0 (or ``aux`` None) samples the base model alone: the same images, bit for bit, as without an auxiliary
+    model. w = -1 samples the auxiliary model alone (evaluated directly, not as base - (base - aux), which
+    rounds differently). ``guide_from``: guidance only from Heun step ``guide_from`` on (SIMS App. A skips the
+    first steps; steps count from pure noise).
+    """
+    w = float(check_weight(w))
+    n = check_int("n", n, minimum=1)
+    guide_from = check_int("guide_from", guide_from, minimum=0)
+    if aux is None and w != 0:
+        raise ValueError(f"w must be 0 without an auxiliary model; got w = {w}")
+    device = resolve_device("device", device)
+    primary, guide = base.net, aux.net if aux is not None else None
+    if w == -1 and guide_from == 0:
+        primary, guide = aux.net, None
+    weight = interval_weight(w, guide_from) if guide_from else constant_weight(w)
+    sigmas = config.sigmas()
+    chunks = []
+    for z in _latents(n, config, seed).split(config.sample_batch):
+        with torch.no_grad():
+            x = edm_heun_sampler(primary, z.to(device)[None], sigmas, guide=guide, weight=weight)
+        chunks.append(to_uint8(x[0], PIXEL_RANGE).cpu())
+    return torch.cat(chunks)
+
+
+def synthesize(base: SIMSModel, n: int, config: SIMSConfig, *, seed: int, device: str = "cpu") -> torch.Tensor:
+    # SIMS Algorithm 1, step 2: the internal synthetic set S of n_s samples of the base model
+    """n uint8 samples [n, C, H, W] of the base model (Heun, w = 0)."""
+    return sims_sample(base, None, 0.0, n, config, seed=seed, device=device)
+
+
+def train_auxiliary(base: SIMSModel, synthetic: torch.Tensor, config: SIMSConfig, *, budgets: Sequence[int],
+                    seed: int, device: str = "cpu", trainable: Callable[[torch.nn.Module], None] | None = None,
+                    progress: bool = False) -> dict[int, SIMSModel]:
+    # SIMS Algorithm 1, step 3: fine-tune a copy of the base model on S only, for budget B (images seen)
+    """{B: auxiliary model after B images seen} for every B of ``budgets``, from one fine-tune of a copy of the
+    base model on the uint8 ``synthetic`` set, with the base model's training settings (fresh optimiser, warm-up
+    and EMA started at the base weights). The base model is left untouched. ``trainable(net)`` may freeze part of
+    the copy before it trains (:func:`freeze_encoder`)."""
+    _check_images("synthetic", synthetic, config)
+    budgets = sorted({check_int("budgets[i]", b, minimum=1) for b in budgets})
+    if not budgets:
+        raise ValueError("budgets must name at least one budget B (images seen)")
+    device = resolve_device("device", device)
+    net = copy.deepcopy(base.net).train().requires_grad_(True)
+    if trainable is not None:
+        trainable(net)
+    batch = min(config.batch_size, len(synthetic))
+    steps = {b: math.ceil(b / batch) for b in budgets}
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    _, stats, snapshots = _fit(net, synthetic, config, budgets[-1], g, device, snapshot_steps=list(steps.values()),
+                               progress=progress)
+    return {b: SIMSModel(snapshots[steps[b]], steps[b] * batch, stats) for b in budgets}
+
+
+def freeze_encoder(net: torch.nn.Module) -> None:
+    """Train only the decoder half of an :class:`EDMPrecond` U-Net (SIMS App. A, Fig. 8): the time MLP, stem,
+    encoder levels and middle block keep the base model's weights, so base and auxiliary model share the encoder's
+    activations for a given (x, sigma)."""
+    unet = net.net if isinstance(net, EDMPrecond) else net
+    if not isinstance(unet, UNet):
+        raise ValueError(f"net must be a UNet or an EDMPrecond around one; got {type(unet).__name__}")
+    for module in (unet.time_mlp, unet.stem, unet.down, unet.downsample, unet.middle, unet.middle_attention):
+        if module is not None:
+            module.requires_grad_(False)
+
+
+def sims_grid(base: SIMSModel, auxes: dict[int, SIMSModel], ws: Sequence[float], n: int, config: SIMSConfig,
+              measure: Callable[[torch.Tensor], dict], *, seed: int, device: str = "cpu",
+              guide_from: int = 0) -> dict[str, np.ndarray]:
+    """Metrics [len(budgets), len(ws)] of n samples at every (B, w), all from the latents of ``seed`` (paired:
+    cells differ only in the model). ``measure(images)`` returns a dict of floats (e.g. FID); w = 0 is one chain
+    shared by every B (it is the base model). Budgets in ascending order of ``auxes``' keys."""
+    ws = [float(check_weight(w)) for w in ws]
+    budgets = sorted(auxes)
+    rows, base_metrics = [], None
+    for b in budgets:
+        row = []
+        for w in ws:
+            if w == 0:
+                if base_metrics is None:
+                    base_metrics = measure(sims_sample(base, None, 0.0, n, config, seed=seed, device=device))
+                row.append(base_metrics)
+            else:
+                row.append(measure(sims_sample(base, auxes[b], w, n, config, seed=seed, device=device,
+                                               guide_from=guide_from)))
+        rows.append(row)
+    return {k: np.array([[cell[k] for cell in row] for row in rows]) for k in rows[0][0]}
+
+
+def select_then_report(select: np.ndarray, report: np.ndarray, *, select_seeds: Sequence[int],
+                       report_seeds: Sequence[int]) -> dict:
+    """Choose the cell of lowest mean score on the selection seeds and read it on the report seeds.
+
+    select [len(select_seeds), ...cells], report [len(report_seeds), ...cells] (e.g. FID over (B, w)); the two
+    seed sets must be disjoint (the report never uses the noise it was chosen on). Returns the chosen index,
+    the selected mean (optimistic) and the reported mean and per-seed values at that index.
+    """
+    select, report = np.asarray(select, float), np.asarray(report, float)
+    overlap = set(select_seeds) & set(report_seeds)
+    if overlap:
+        raise ValueError(f"select_seeds and report_seeds must be disjoint; both hold {sorted(overlap)}")
+    if select.shape[0] != len(select_seeds) or report.shape[0] != len(report_seeds):
+        raise ValueError(f"select and report lead with one row per seed; got {select.shape[0]} rows for "
+                         f"{len(select_seeds)} selection seeds and {report.shape[0]} for {len(report_seeds)}")
+    if select.shape[1:] != report.shape[1:]:
+        raise ValueError(f"select and report must share their cells; got {select.shape[1:]} and {report.shape[1:]}")
+    index = np.unravel_index(np.nanargmin(select.mean(0)), select.shape[1:])
+    return {"index": tuple(int(i) for i in index), "selected": float(select.mean(0)[index]),
+            "reported": float(report.mean(0)[index]), "reported_per_seed": report[(slice(None),) + index]}
+
+
+def group_shifted_subset(images: torch.Tensor, in_group: torch.Tensor, share: float, n: int,
+                         rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n of ``images`` of which round(share * n) are in the group (``in_group`` [N] bool, e.g. the classifier says
+    "digit 0-4"), drawn without replacement: SIMS-4's auxiliary set with the complement of the target proportion
+    (Sec. 4.3: target 70%, auxiliary set 30%). Returns (images [n, ...], in_group [n])."""
+    share = check_interval("share", share, 0.0, 1.0)
+    n = check_int("n", n, minimum=1)
+    in_group = torch.as_tensor(in_group, dtype=torch.bool)
+    if in_group.shape != images.shape[:1]:
+        raise ValueError(f"in_group must be [N] = [{images.shape[0]}]; got {tuple(in_group.shape)}")
+    k = round(share * n)
+    inside, outside = np.flatnonzero(in_group.numpy()), np.flatnonzero(~in_group.numpy())
+    if k > len(inside) or n - k > len(outside):
+        raise ValueError(f"n = {n} at share {share} needs {k} images in the group and {n - k} outside; the pool has "
+                         f"{len(inside)} and {len(outside)}: synthesize a larger pool")
+    pick = np.concatenate([rng.choice(inside, k, replace=False), rng.choice(outside, n - k, replace=False)])
+    pick = torch.as_tensor(rng.permutation(pick))
+    return images[pick], in_group[pick]
