@@ -3,6 +3,8 @@ so that a reader holding a paper finds its algorithm in one file.
 
 - :mod:`madlib.methods.mad_fresh`: MAD Sec. 5 / App. G, the Gaussian fresh-data loop (its limit, the effective
   sample size n_e, the admissible region, the growing dataset).
+- :mod:`madlib.methods.casd`: CASD Algorithm 1-2, one EDM denoiser conditioned on the data source (real 0,
+  synthetic 1) and sampled with label 0, against DM and SDA; the project's synthetic sources and their disk cache.
 
 The image protocols (SIMS Algorithm 1, CASD Algorithm 1-2, ReDiFine's chain) join here as ``sims.py``,
 ``casd.py`` and ``redifine.py`` (issues 14-16).

@@ -1,0 +1,391 @@
+"""CASD: one diffusion model conditioned on the data source, against DM and SDA (CASD Sec. 3.2, Algorithm 1-2).
+
+Paper: "Conditional Augmentation Enables Effective Use of Synthetic Data" (``../shared/papers/002_*.txt``),
+Sec. 3.2 (Eq. 4-5), Algorithm 1 (training), Algorithm 2 / App. A.3 (Heun sampling), Sec. 4.1 (baselines),
+App. A.2 (network). Experiment IDs CASD-0..3 of ``../shared/paper-targets.md``.
+
+The three methods, one network, one budget, one sampler (Sec. 4.1: "All methods use the same architecture
+and follow the EDM training protocol"):
+
+- **DM** (:func:`dm_train`): an unconditional EDM denoiser D(x; sigma) on the real images only.
+- **SDA** (:func:`sda_train`): the same unconditional denoiser on real and synthetic images pooled.
+- **CASD** (:func:`casd_train`, Algorithm 1): the same denoiser with a second label, the source
+  (real 0, synthetic 1: Algorithm 1 line 3), through an embedding and a SiLU MLP into the U-Net's
+  conditioning (App. A.2; :class:`madlib.diffusion.unet.UNet` ``num_sources``), trained on the pooled set
+  with equal weight 1 / (n + m) per image (Eq. 5): no per-source reweighting, no label dropout, no CFG.
+  :func:`casd_sample` (Algorithm 2) fixes the source label to 0 and runs EDM's deterministic 2nd-order
+  Heun sampler. Eq. 5 writes a score-matching target while Algorithm 2 treats s_theta as a denoiser
+  D(x; sigma, y); paper-targets reads Eq. 5 as EDM's preconditioned denoiser and loss (Algorithm 2 wins).
+
+All three are class-unconditional (Sec. 4.1: DM and SDA are "unconditional"; CASD's only label is the source).
+The U-Net is :class:`UNet` with ``num_classes=0`` (project-sized: widths 16 / 32 / 32 at 14x14 on CPUs where
+the paper uses a DDPM++ U-Net with 128-256 channels), wrapped in :class:`EDMPrecond` and trained with
+:func:`edm_loss`; the budget is counted in images seen (``images_seen``), the same for every method of a cell,
+so a method's advantage is the data, not the compute.
+
+**Synthetic sources** (paper-targets, substitutions: the project trains its own in place of EDM / StyleGAN /
+SD3 checkpoints): :class:`SourceSpec` names a dataset, an optional class subset and a budget. A *good* source is
+an unconditional EDM model trained on the whole MNIST 5k training split (4,000 images, more than any real set
+n here, as CASD's EDM sources saw all of CIFAR-10); a *biased* source is trained on scikit-learn's 8x8 digits
+upscaled to the same size (an off-style set: thicker, blockier strokes; project choice). CASD-2's mismatched
+sources are trained on class subsets (0-9, 2-9, 2-7) of the MNIST 5k training split.
+
+**Disk cache** (:func:`cached_fit`): every trained network (sources and the methods' fits) and every synthetic
+set is stored under ``cache_dir`` in a file named by the SHA-256 of everything that changes it (the role, the
+training settings, the data's bytes, the seed); the file also holds those settings, and a file whose stored
+settings differ from the asked ones is never used. Files are written atomically (:func:`madlib._io.atomic_path`),
+so an interrupted build leaves either the whole file or none. ``cache_dir=None`` trains in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from madlib._checks import check_choice, check_int, check_interval, resolve_device
+from madlib._io import atomic_path
+from madlib.data.images import from_uint8, load_images, to_uint8
+from madlib.diffusion.losses import EDMPrecond, edm_loss
+from madlib.diffusion.samplers import edm_heun_sampler
+from madlib.diffusion.schedules import edm_sigma_steps
+from madlib.diffusion.training import train_ensemble
+from madlib.diffusion.unet import UNet
+
+__all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "first_n_balanced",
+           "source_labels", "pooled_training_set", "casd_train", "dm_train", "sda_train", "train_method",
+           "heun_sample", "casd_sample", "sample_method", "train_source", "synthetic_set", "cached_fit",
+           "sample_metrics", "cache_key"]
+
+PIXEL_RANGE = (-1.0, 1.0)
+REAL, SYNTHETIC = 0, 1  # CASD Sec. 3.2: y_r = 0, y_s = 1
+_CACHE_FORMAT = "madlib-casd-cache-v1"
+
+
+@dataclass(frozen=True)
+class EDMSettings:
+    """The network, training budget and sampler shared by DM, SDA, CASD and the sources (project-sized).
+
+    image_size, image_channels: images [C, H, W]; base_channels, channel_mults, num_res_blocks: the U-Net.
+    images_seen: training budget per fit (steps = ceil(images_seen / batch)); batch_size, lr (Adam),
+    ema_decay (the EMA copy samples), warmup (images seen of linear warm-up).
+    sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (Eq. 5 of EDM); Heun costs 2 steps - 1 NFE.
+    sample_batch: images per sampler call. device: where the networks train and sample.
+    """
+
+    image_size: int = 14
+    image_channels: int = 1
+    base_channels: int = 16
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    images_seen: int = 24_000
+    batch_size: int = 64
+    lr: float = 2e-3
+    ema_decay: float = 0.99
+    warmup: int = 0
+    sample_steps: int = 12
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    sample_batch: int = 500
+    device: str = "cpu"
+
+    def __post_init__(self):
+        check_int("image_size", self.image_size, minimum=4)
+        check_int("base_channels", self.base_channels, minimum=1)
+        check_int("images_seen", self.images_seen, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_interval("lr", self.lr, 0.0, math.inf, low_open=True, high_open=True)
+        check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        check_int("sample_steps", self.sample_steps, minimum=2)
+        check_int("sample_batch", self.sample_batch, minimum=1)
+        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+        object.__setattr__(self, "device", resolve_device("device", self.device))
+
+    def training(self) -> dict:
+        """The settings a fit depends on (the cache key's part; the sampler's and the device's are not)."""
+        skip = ("sample_steps", "sigma_min", "sigma_max", "rho", "sample_batch", "device")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}
+
+    def sigmas(self) -> torch.Tensor:
+        return edm_sigma_steps(self.sample_steps, self.sigma_min, self.sigma_max, self.rho)
+
+    def network_evaluations(self) -> int:
+        """Network evaluations per image of one Heun chain (Algorithm 2: no correction at the last step)."""
+        return 2 * self.sample_steps - 1
+
+
+@dataclass
+class Fit:
+    """A trained denoiser (its EMA copy, eval mode), whether it is CASD's (takes a source label), its training
+    time and throughput (None when loaded from the cache), and its cache key."""
+
+    net: torch.nn.Module
+    conditional: bool
+    key: str
+    from_cache: bool
+    train_seconds: float | None
+    images_per_s: float | None
+    final_loss: float | None = None
+
+
+# --- Data ----------------------------------------------------------------------------------------------------
+
+def first_n_balanced(images: torch.Tensor, labels: torch.Tensor, n: int, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
+    # CASD Sec. 4 (paper-targets CASD-0): real data = the first n samples, class-balanced (n / K per class)
+    """The first n // K images of each class in ``classes`` (default: all), in storage order, plus one more for
+    the first n mod K classes; images [N, C, H, W], labels [N] -> (images [n, ...], labels [n])."""
+    n = check_int("n", n, minimum=1)
+    labels_np = torch.as_tensor(labels).numpy()
+    classes = sorted(set(labels_np.tolist())) if classes is None else [int(c) for c in classes]
+    k = len(classes)
+    counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    idx = []
+    for c, count in zip(classes, counts):
+        rows = np.flatnonzero(labels_np == c)
+        if count > len(rows):
+            raise ValueError(f"n = {n} needs {count} images of class {c}; the split holds {len(rows)}")
+        idx.append(rows[:count])
+    idx = torch.as_tensor(np.concatenate(idx))
+    return images[idx], labels[idx]
+
+
+def source_labels(n_real: int, n_synthetic: int) -> torch.Tensor:
+    # CASD Algorithm 1 line 3: D~_r = {(x_i^r, y_r = 0)}, D~_s = {(x_j^s, y_s = 1)}
+    """int64 [n_real + n_synthetic]: 0 for the real images, then 1 for the synthetic ones."""
+    return torch.cat([torch.full((n_real,), REAL, dtype=torch.int64), torch.full((n_synthetic,), SYNTHETIC, dtype=torch.int64)])
+
+
+def pooled_training_set(real: torch.Tensor, synthetic: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    # CASD Eq. 5: one pool of n + m images, each with weight 1 / (n + m), whatever its source
+    """(uint8 images [n + m, C, H, W], source labels [n + m]) of real [n, ...] and synthetic [m, ...] (or None)."""
+    if synthetic is None or len(synthetic) == 0:
+        return real, source_labels(len(real), 0)
+    if real.shape[1:] != synthetic.shape[1:]:
+        raise ValueError(f"real and synthetic images must share [C, H, W]; got {tuple(real.shape[1:])} and "
+                         f"{tuple(synthetic.shape[1:])}")
+    return torch.cat([real, synthetic]), source_labels(len(real), len(synthetic))
+
+
+# --- The disk cache ------------------------------------------------------------------------------------------
+
+def cache_key(role: str, settings: dict, *arrays: torch.Tensor) -> str:
+    """SHA-256 of the role, the settings (JSON, sorted keys) and the arrays' bytes: a fit's identity."""
+    h = hashlib.sha256(json.dumps({"role": role, **settings}, sort_keys=True).encode())
+    for a in arrays:
+        a = torch.as_tensor(a).contiguous()
+        h.update(str((a.dtype, tuple(a.shape))).encode())
+        h.update(a.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cache_file(cache_dir, role: str, key: str) -> Path | None:
+    return None if cache_dir is None else Path(cache_dir) / f"{role}-{key[:20]}.pt"
+
+
+def cached_fit(cache_dir, role: str, settings: dict, key: str, build: Callable[[], dict]) -> tuple[dict, bool]:
+    """The payload (a dict of tensors and numbers) stored under ``key``, or ``build()``'s, written atomically.
+
+    A stored file is used only if its format, key and settings all equal the asked ones (a file with other
+    settings is rebuilt and overwritten, never reused). Returns (payload, loaded_from_cache).
+    """
+    path = _cache_file(cache_dir, role, key)
+    if path is not None and path.exists():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a foreign or damaged file: rebuild it
+            stored = None
+        if (isinstance(stored, dict) and stored.get("format") == _CACHE_FORMAT and stored.get("key") == key
+                and stored.get("settings") == json.loads(json.dumps(settings))):
+            return stored["payload"], True
+    payload = build()
+    if path is not None:
+        with atomic_path(path) as tmp:
+            torch.save({"format": _CACHE_FORMAT, "key": key, "settings": json.loads(json.dumps(settings)),
+                        "payload": payload}, tmp)
+    return payload, False
+
+
+# --- Training: Algorithm 1 and the baselines -----------------------------------------------------------------
+
+def _new_denoiser(settings: EDMSettings, conditional: bool, seed: int) -> EDMPrecond:
+    # CASD App. A.2 (project-sized): conv stem, source embedding -> SiLU MLP (CASD only), U-Net; EDM Table 1 preconditioning
+    net = UNet(settings.image_channels, settings.image_size, settings.base_channels, settings.channel_mults,
+               num_classes=0, num_sources=2 if conditional else 0, num_res_blocks=settings.num_res_blocks,
+               seed=seed, device=settings.device)
+    return EDMPrecond(net)
+
+
+def _fit(role: str, images: torch.Tensor, sources: torch.Tensor | None, settings: EDMSettings, seed: int,
+         cache_dir, progress: bool) -> Fit:
+    """Train one EDM denoiser (with source labels when ``sources`` is given) from scratch on uint8 ``images``."""
+    seed = check_int("seed", seed, minimum=0)
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 [N, C, H, W]; got {images.dtype} {tuple(images.shape)}")
+    conditional = sources is not None
+    key_settings = {"role": role, "training": settings.training(), "seed": seed, "conditional": conditional}
+    key = cache_key(role, key_settings, images, *(() if sources is None else (sources,)))
+
+    def build() -> dict:
+        g = torch.Generator().manual_seed(seed)
+        net = _new_denoiser(settings, conditional, seed)
+        average = copy.deepcopy(net)
+        x = from_uint8(images, PIXEL_RANGE).to(settings.device)[None]  # [1, N, C, H, W]
+        s = None if sources is None else sources.to(settings.device)[None]  # [1, N]
+        # CASD Eq. 5 with EDM's loss (Algorithm 2 reading): lambda(sigma) |D(x + sigma n; sigma, y) - x|^2, uniform over the pool
+        stats = train_ensemble(net, x, edm_loss, samples_seen=settings.images_seen, batch_size=settings.batch_size,
+                               lr=settings.lr, sources=s, cond_dropout=0.0, generator=g, warmup=settings.warmup,
+                               ema=average, ema_decay=settings.ema_decay, progress=progress)
+        return {"state": {k: v.cpu() for k, v in average.state_dict().items()}, "seconds": stats.seconds,
+                "images_per_s": stats.samples_per_s, "final_loss": float(stats.final_loss[0])}
+
+    payload, loaded = cached_fit(cache_dir, role, key_settings, key, build)
+    net = _new_denoiser(settings, conditional, seed)
+    net.load_state_dict(payload["state"])
+    net.eval().requires_grad_(False)
+    return Fit(net, conditional, key, loaded, None if loaded else payload["seconds"],
+               None if loaded else payload["images_per_s"], payload["final_loss"])
+
+
+def casd_train(real: torch.Tensor, synthetic: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None,
+               progress: bool = False) -> Fit:
+    # CASD Algorithm 1 lines 2-6 (training stage), Eq. 5
+    """One source-conditional denoiser on real (label 0) and synthetic (label 1) uint8 images, pooled."""
+    images, sources = pooled_training_set(real, synthetic)
+    return _fit("casd", images, sources, settings, seed, cache_dir, progress)
+
+
+def dm_train(real: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None, progress: bool = False) -> Fit:
+    # CASD Sec. 4.1 baseline DM: an unconditional diffusion model trained only on D_r
+    """An unconditional denoiser on the real images alone."""
+    return _fit("dm", real, None, settings, seed, cache_dir, progress)
+
+
+def sda_train(real: torch.Tensor, synthetic: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None,
+              progress: bool = False) -> Fit:
+    # CASD Sec. 4.1 baseline SDA: an unconditional diffusion model trained on D_r union D_s
+    """An unconditional denoiser on real and synthetic images pooled, without telling them apart."""
+    images, _ = pooled_training_set(real, synthetic)
+    return _fit("sda", images, None, settings, seed, cache_dir, progress)
+
+
+METHODS = {"dm": dm_train, "sda": sda_train, "casd": casd_train}
+
+
+def train_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, settings: EDMSettings, seed: int,
+                 *, cache_dir=None, progress: bool = False) -> Fit:
+    """:data:`METHODS`[method] on (real, synthetic); DM ignores ``synthetic``."""
+    check_choice("method", method, METHODS)
+    if method == "dm":
+        return dm_train(real, settings, seed, cache_dir=cache_dir, progress=progress)
+    if synthetic is None:
+        raise ValueError(f"method {method!r} needs synthetic images; got None")
+    return METHODS[method](real, synthetic, settings, seed, cache_dir=cache_dir, progress=progress)
+
+
+# --- Sampling: Algorithm 2 -----------------------------------------------------------------------------------
+
+def heun_sample(fit: Fit, n: int, settings: EDMSettings, seed: int, *, source: int | None = None) -> torch.Tensor:
+    # CASD Algorithm 2 (EDM Algorithm 1): deterministic 2nd-order Heun on EDM's sigma grid
+    """n uint8 images [n, C, H, W] (CPU); ``source`` is the label every network call gets (None: unconditional)."""
+    n = check_int("n", n, minimum=1)
+    if fit.conditional != (source is not None):
+        raise ValueError(f"source must be {'an int (CASD is source-conditional)' if fit.conditional else 'None (an unconditional model)'}; got {source!r}")
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    shape = (settings.image_channels, settings.image_size, settings.image_size)
+    sigmas = settings.sigmas()
+    out = []
+    for start in range(0, n, settings.sample_batch):
+        b = min(settings.sample_batch, n - start)
+        latents = torch.randn((1, b) + shape, generator=g).to(settings.device)  # [1, B, C, H, W]
+        s = None if source is None else torch.full((1, b), int(source), dtype=torch.int64, device=settings.device)
+        with torch.no_grad():
+            x = edm_heun_sampler(lambda x, sigma: fit.net(x, sigma, s=s) if s is not None else fit.net(x, sigma),
+                                 latents, sigmas)
+        out.append(to_uint8(x[0], PIXEL_RANGE).cpu())
+    return torch.cat(out)
+
+
+def casd_sample(fit: Fit, n: int, settings: EDMSettings, seed: int) -> torch.Tensor:
+    # CASD Algorithm 1 line 8 / Algorithm 2 line 2: fix the source label Y = y_r = 0 (real domain)
+    """n uint8 images of a CASD model, every network evaluation with source label 0."""
+    if not fit.conditional:
+        raise ValueError("casd_sample needs a source-conditional fit (casd_train); DM and SDA sample with heun_sample")
+    return heun_sample(fit, n, settings, seed, source=REAL)
+
+
+def sample_method(method: str, fit: Fit, n: int, settings: EDMSettings, seed: int) -> torch.Tensor:
+    """Samples of a :func:`train_method` fit: CASD with source 0, DM and SDA unconditionally; same sampler."""
+    check_choice("method", method, METHODS)
+    return casd_sample(fit, n, settings, seed) if method == "casd" else heun_sample(fit, n, settings, seed)
+
+
+# --- Synthetic sources ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A synthetic source the project trains itself: an unconditional EDM model on ``dataset``'s whole training
+    split (at the settings' image size), restricted to ``classes`` when given, for ``images_seen`` images."""
+
+    name: str
+    dataset: str = "mnist5k"
+    classes: tuple[int, ...] | None = None
+    images_seen: int = 60_000
+    description: str = ""
+
+    def training_images(self, image_size: int) -> torch.Tensor:
+        images, labels = load_images(self.dataset, "train", size=image_size, dtype="uint8")
+        if self.classes is not None:
+            keep = torch.isin(labels, torch.as_tensor(list(self.classes)))
+            images = images[keep]
+        return images
+
+
+def train_source(spec: SourceSpec, settings: EDMSettings, seed: int, *, cache_dir=None, progress: bool = False) -> Fit:
+    """Train (or load from the cache) the source ``spec`` with the shared network and its own budget."""
+    source_settings = replace(settings, images_seen=spec.images_seen)
+    role = f"source-{spec.dataset}-{'all' if spec.classes is None else ''.join(map(str, spec.classes))}"
+    return _fit(role, spec.training_images(settings.image_size), None, source_settings, seed, cache_dir, progress)
+
+
+def synthetic_set(source: Fit, m: int, settings: EDMSettings, seed: int, *, cache_dir=None) -> torch.Tensor:
+    """m uint8 samples of a source (Heun), cached beside it (keyed by the source's key, m, seed and sampler)."""
+    m = check_int("m", m, minimum=0)
+    if m == 0:
+        shape = (0, settings.image_channels, settings.image_size, settings.image_size)
+        return torch.zeros(shape, dtype=torch.uint8)
+    key_settings = {"source": source.key, "m": m, "seed": seed, "sampler": [settings.sample_steps, settings.sigma_min,
+                                                                            settings.sigma_max, settings.rho,
+                                                                            settings.sample_batch]}
+    key = cache_key("synthetic", key_settings)
+    payload, _ = cached_fit(cache_dir, "synthetic", key_settings, key,
+                            lambda: {"images": heun_sample(source, m, settings, seed)})
+    return payload["images"]
+
+
+# --- Measurement ---------------------------------------------------------------------------------------------
+
+def sample_metrics(images: torch.Tensor, reference_images: torch.Tensor, lenet, *, num_classes: int = 10,
+                   k: int = 5) -> dict:
+    """FID, precision, recall, density and coverage (k = 5) of unconditional samples against a reference set on
+    the project's LeNet features, and the classifier's class shares of the samples (CASD Table 1-3, Fig. 3)."""
+    from madlib.metrics.distances import frechet_distance
+    from madlib.metrics.images import class_shares
+    from madlib.metrics.lenet import lenet_features
+    from madlib.metrics.prdc import density_coverage, precision_recall
+
+    fake = lenet_features(images, lenet)
+    real = lenet_features(reference_images, lenet)
+    precision, recall = precision_recall(real, fake, k=k)
+    dc = density_coverage(real, fake, k=k)
+    return {"fid": float(frechet_distance(real, fake)), "precision": precision, "recall": recall,
+            "density": dc.density, "coverage": dc.coverage,
+            "class_shares": class_shares(images, lenet, num_classes), "n_fake": int(images.shape[0]),
+            "n_real": int(reference_images.shape[0])}
