@@ -4,9 +4,11 @@ the family in the loop engine."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from madlib.loops import LoopSpec, run_loop
-from madlib.models.gan import EnsembleNet, GanModel, WGANFamily, gradient_penalty, wgan_gp_critic_loss
+from madlib.models.gan import (ConvCritic, ConvGenerator, EnsembleNet, GanModel, WGANFamily, gradient_penalty,
+                               wgan_gp_critic_loss)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,3 +133,93 @@ def test_bad_input_is_named():
         WGANFamily("digits", **(TINY | dict(keep_samples=50)))
     with pytest.raises(ValueError, match="n must be <="):
         family.draw_real(10**6, np.random.default_rng(0))
+
+
+# --- the DCGAN-style option (architecture="conv") ---
+
+@pytest.mark.parametrize("size, critic_sizes", [(14, [14, 7, 3]), (28, [28, 14, 7, 3]), (8, [8, 4])])
+def test_conv_networks_map_latents_to_images_and_images_to_one_score(size, critic_sizes):
+    from madlib.models.gan import _down_sizes
+
+    assert _down_sizes(size) == critic_sizes  # 4x4 stride-2 padding-1 convs: out = floor((in - 2) / 2) + 1
+    g = torch.Generator().manual_seed(0)
+    gen, critic = ConvGenerator(3, 6, (1, size, size), 4, generator=g), ConvCritic(3, (1, size, size), 4, generator=g)
+    x = gen(torch.randn(3, 5, 6))
+    assert x.shape == (3, 5, size * size) and x.abs().max() <= 1
+    assert critic(x).shape == (3, 5, 1)
+    three = ConvCritic(2, (3, size, size), 4, "layer", generator=g)
+    assert three(torch.randn(2, 7, 3 * size * size)).shape == (2, 7, 1)
+
+
+@pytest.mark.parametrize("norm", ["none", "layer"])
+def test_conv_members_are_independent(norm):
+    # member 1's weights and inputs never reach member 0's outputs (grouped convolutions, per-member norms)
+    g = torch.Generator().manual_seed(0)
+    gen, critic = ConvGenerator(2, 4, (1, 14, 14), 4, generator=g), ConvCritic(2, (1, 14, 14), 4, norm, generator=g)
+    z, x = torch.randn(2, 6, 4), torch.randn(2, 6, 196)
+    before_g, before_c = gen(z), critic(x)
+    z2, x2 = z.clone(), x.clone()
+    z2[1], x2[1] = torch.randn(6, 4), torch.randn(6, 196)
+    with torch.no_grad():
+        critic.body[0].weight[4:].add_(1.0)  # output channels 4..7 of the first conv belong to member 1
+    torch.testing.assert_close(gen(z2)[0], before_g[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(critic(x2)[0], before_c[0], rtol=0, atol=1e-6)
+    assert not torch.allclose(critic(x2)[1], before_c[1])
+
+
+def test_penalty_of_a_linear_conv_critic_matches_its_slope_read_off_basis_images():
+    # the conv critic without its LeakyReLUs is linear, D(x) = a . x + b: a_i = D(e_i) - D(0), computed without autograd,
+    # and the penalty is (|a| - 1)^2 at every point
+    critic = ConvCritic(2, (1, 8, 8), 3, generator=torch.Generator().manual_seed(1)).double()
+    critic.body = nn.Sequential(*[nn.Identity() if isinstance(m, nn.LeakyReLU) else m for m in critic.body])
+    with torch.no_grad():
+        basis = torch.eye(64, dtype=torch.float64).expand(2, 64, 64)  # [R, 64, D]
+        origin = critic(torch.zeros(2, 1, 64, dtype=torch.float64))  # [R, 1, 1]
+        slope = (critic(basis) - origin)[..., 0]  # [R, D]
+    g = torch.Generator().manual_seed(2)
+    real, fake = torch.randn(2, 5, 64, generator=g, dtype=torch.float64), torch.randn(2, 5, 64, generator=g, dtype=torch.float64)
+    eps = torch.rand(2, 5, 1, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(gradient_penalty(critic, real, fake, eps), (slope.norm(dim=1) - 1) ** 2)
+
+
+@pytest.mark.parametrize("norm", ["none", "layer"])
+def test_penalty_of_the_conv_critic_matches_central_differences(norm):
+    critic = ConvCritic(2, (1, 8, 8), 3, norm, generator=torch.Generator().manual_seed(3)).double()
+    g = torch.Generator().manual_seed(4)
+    real, fake = torch.randn(2, 3, 64, generator=g, dtype=torch.float64), torch.randn(2, 3, 64, generator=g, dtype=torch.float64)
+    eps = torch.rand(2, 3, 1, generator=g, dtype=torch.float64)
+    x_hat, h = eps * real + (1 - eps) * fake, 1e-6
+    steps = h * torch.eye(64, dtype=torch.float64)  # [D, D]
+    with torch.no_grad():
+        expected = torch.zeros(2, dtype=torch.float64)
+        for b in range(3):
+            up = x_hat[:, b:b + 1] + steps  # [R, D, D]: every coordinate moved once
+            down = x_hat[:, b:b + 1] - steps
+            grad = (critic(up) - critic(down))[..., 0] / (2 * h)  # [R, D]
+            expected += (grad.norm(dim=1) - 1) ** 2 / 3
+    torch.testing.assert_close(gradient_penalty(critic, real, fake, eps), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_conv_loop_is_reproducible_and_training_helps():
+    kw = dict(architecture="conv", critic_norm="layer", width=4)
+    family, a = _loop(**kw)
+    _, b = _loop(**kw)
+    for key in ("fid", "precision", "recall", "confidence", "critic_loss"):
+        np.testing.assert_array_equal(a.records[key], b.records[key])
+    assert a.records["samples"].shape == (2, 2, 5, 1, 8, 8)
+    assert family.settings()["architecture"] == "conv"
+    family = WGANFamily("digits", **(TINY | dict(runs=1, architecture="conv", width=8, iterations=100, n_critic=3,
+                                                 batch_size=32, lr=1e-3, beta1=0.5, eval_samples=100, latent_dim=8)))
+    data = family.draw_real(300, np.random.default_rng(0))
+    blank = {"critic_loss": np.zeros(1), "generator_loss": np.zeros(1), "seconds": 0.0}
+    untrained = family.summary(GanModel(family.networks(torch.Generator().manual_seed(0))[0].eval(), 0, blank))
+    trained = family.summary(family.fit(data))
+    assert trained["fid"][0] < 0.5 * untrained["fid"][0], (trained["fid"], untrained["fid"])
+    assert 0 < trained["confidence"][0] <= 1
+
+
+def test_conv_options_are_checked():
+    with pytest.raises(ValueError, match="architecture"):
+        WGANFamily("digits", **(TINY | dict(architecture="resnet")))
+    with pytest.raises(ValueError, match="critic_norm"):
+        WGANFamily("digits", **(TINY | dict(critic_norm="batch")))

@@ -4,10 +4,17 @@ MAD trains Wasserstein GANs with gradient penalty (Gulrajani et al. 2017) on MNI
 loop and reports FID rising, precision and recall falling over 100 generations. The paper gives no
 architecture or budget; here (project choices, sized for CPUs):
 
-- **Networks.** MLPs batched over R independent runs (``[R, B, ...]``, one batched matmul per layer as
-  :class:`madlib.diffusion.networks.EnsembleMLP`): generator z (``latent_dim``) -> ``depth`` x ``width``
-  ReLU -> C*H*W tanh; critic C*H*W -> ``depth`` x ``width`` LeakyReLU(0.2) -> 1, without normalisation
-  (WGAN-GP Sec. 4: no batch norm in the critic). Images are mapped from 0..255 onto [-1, 1].
+- **Networks** (``architecture``), batched over R independent runs (``[R, B, ...]``):
+  ``"mlp"``: one batched matmul per layer (as :class:`madlib.diffusion.networks.EnsembleMLP`): generator
+  z (``latent_dim``) -> ``depth`` x ``width`` ReLU -> C*H*W tanh; critic C*H*W -> ``depth`` x ``width``
+  LeakyReLU(0.2) -> 1, without normalisation.
+  ``"conv"``: DCGAN-style (Radford et al. 2016; the WGAN-GP MNIST networks, Gulrajani et al. 2017 App.),
+  the R members as groups of grouped convolutions (:class:`ConvGenerator`, :class:`ConvCritic`, ``width`` =
+  channels of the last generator / first critic layer): generator z -> linear -> [2^k width, H/2^k, W/2^k],
+  k x (4x4 stride-2 transposed conv, batch norm, ReLU) -> 3x3 conv -> tanh; critic: 4x4 stride-2 convs
+  (width, 2 width, ...) with LeakyReLU(0.2) down to 3-5 pixels, then one linear output. WGAN-GP Sec. 4:
+  no batch norm in the critic (``critic_norm`` "none", or "layer": layer norm over each member's
+  [C, H, W], as WGAN-GP's own critics use it). Images are mapped from 0..255 onto [-1, 1].
 - **Training** (WGAN-GP Algorithm 1): ``n_critic`` critic steps per generator step, penalty weight
   ``gp_weight`` = 10, Adam with ``lr`` and betas (0, 0.9), budget ``iterations`` generator steps per
   generation, every generation from scratch (MAD Sec. 3 trains each generation anew).
@@ -15,7 +22,9 @@ architecture or budget; here (project choices, sized for CPUs):
 - **Metrics** (``summary``): FID, precision and recall (k = 5) on LeNet features of ``eval_samples``
   samples (fixed latents) against the held-out split, as MAD's MNIST figures use; an unconditional GAN
   has no labels, so the LeNet's predicted classes give a diversity readout only: the normalised entropy of
-  the predicted-class histogram (1 = uniform over the 10 digits) and the share of the commonest class.
+  the predicted-class histogram (1 = uniform over the 10 digits) and the share of the commonest class;
+  and a recognisability readout in place of a classifier accuracy: ``confidence``, the LeNet's mean
+  top-class probability (real digits score close to 1).
 
 Runs: each member r of the ensemble is one independent loop (its own real subset, initialisation and
 samples), so ``records["fid"]`` is [G, R] and claims can ask that every run agrees.
@@ -36,9 +45,12 @@ from torch import nn
 from madlib._checks import check_choice, check_int, check_interval, resolve_device
 from madlib.data.images import DATASETS, from_uint8, load_images, to_uint8
 
-__all__ = ["EnsembleNet", "GanData", "GanModel", "WGANFamily", "gradient_penalty", "wgan_gp_critic_loss"]
+__all__ = ["ARCHITECTURES", "ConvCritic", "ConvGenerator", "EnsembleNet", "GanData", "GanModel", "WGANFamily",
+           "gradient_penalty", "wgan_gp_critic_loss"]
 
 PIXEL_RANGE = (-1.0, 1.0)
+ARCHITECTURES = ("mlp", "conv")
+CRITIC_NORMS = ("none", "layer")
 
 
 class EnsembleNet(nn.Module):
@@ -74,6 +86,105 @@ class EnsembleNet(nn.Module):
         return h if self.output is None else self.output(h)
 
 
+def _seeded_init(modules, generator: torch.Generator | None) -> None:
+    """PyTorch's default initialisation of ``modules`` (uniform +-1/sqrt(fan_in) for convolutions and linears),
+    drawn from one seed taken from ``generator``, without touching the global random state."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in modules:
+            m.reset_parameters()
+
+
+def _down_sizes(size: int) -> list[int]:
+    """Spatial sizes of the critic: halve (4x4 kernel, stride 2, padding 1) while the map is >= 6 pixels."""
+    sizes = [size]
+    while sizes[-1] >= 6:
+        sizes.append((sizes[-1] - 2) // 2 + 1)
+    return sizes
+
+
+def _up_stages(size: int) -> int:
+    """Stride-2 stages k of the generator: the largest k <= 2 with size / 2^k an integer >= 3 (14: 1, 28: 2, 8: 1)."""
+    k = 0
+    while k < 2 and size % 2 ** (k + 1) == 0 and size // 2 ** (k + 1) >= 3:
+        k += 1
+    return k
+
+
+class ConvGenerator(nn.Module):
+    """R independent DCGAN-style generators z [R, B, latent] -> images [R, B, C*H*W] in [-1, 1] (tanh).
+
+    z -> per-member linear -> [2^k width, H/2^k, W/2^k] -> batch norm, ReLU -> k x (ConvTranspose 4x4 stride 2,
+    channels halved, batch norm, ReLU) -> Conv 3x3 -> C channels -> tanh. The members are the groups of grouped
+    convolutions over a [B, R*channels, h, w] map; batch norm is per channel, hence per member."""
+
+    def __init__(self, members: int, latent_dim: int, shape, width: int, *, generator: torch.Generator | None = None,
+                 device=None):
+        super().__init__()
+        self.members, self.shape = check_int("members", members, minimum=1), tuple(shape)
+        channels, height, width_px = self.shape
+        if height != width_px:
+            raise ValueError(f"ConvGenerator needs square images; got shape {self.shape}")
+        k = _up_stages(height)
+        self.base, self.c0 = height // 2**k, width * 2**k
+        R = members
+        self.project = EnsembleNet(R, [latent_dim, self.c0 * self.base**2], nn.functional.relu, generator=generator,
+                                   device=device)
+        layers = [nn.BatchNorm2d(R * self.c0), nn.ReLU()]
+        c = self.c0
+        for _ in range(k):
+            layers += [nn.ConvTranspose2d(R * c, R * (c // 2), 4, stride=2, padding=1, groups=R),
+                       nn.BatchNorm2d(R * (c // 2)), nn.ReLU()]
+            c //= 2
+        layers += [nn.Conv2d(R * c, R * channels, 3, padding=1, groups=R)]
+        self.body = nn.Sequential(*layers)
+        _seeded_init([m for m in self.body if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))], generator)
+        self.to(device)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        R, B = z.shape[:2]
+        h = self.project(z).reshape(R, B, self.c0, self.base, self.base)  # [R, B, c0, b, b]
+        h = h.transpose(0, 1).reshape(B, R * self.c0, self.base, self.base)  # [B, R*c0, b, b]
+        x = torch.tanh(self.body(h))  # [B, R*C, H, W]
+        return x.reshape(B, R, -1).transpose(0, 1)  # [R, B, C*H*W]
+
+
+class ConvCritic(nn.Module):
+    """R independent DCGAN-style critics x [R, B, C*H*W] -> [R, B, 1], without batch norm (WGAN-GP Sec. 4).
+
+    Conv 4x4 stride 2 (width, 2 width, 4 width, ...) with LeakyReLU(0.2), while the map is >= 6 pixels, then one
+    linear output (a grouped convolution whose kernel covers the whole map). ``norm`` "layer" normalises each
+    member's [C, H, W] per sample after every conv but the first (a GroupNorm with one group per member)."""
+
+    def __init__(self, members: int, shape, width: int, norm: str = "none", *, generator: torch.Generator | None = None,
+                 device=None):
+        super().__init__()
+        self.members, self.shape = check_int("members", members, minimum=1), tuple(shape)
+        self.norm = check_choice("critic_norm", norm, CRITIC_NORMS)
+        channels, height, _ = self.shape
+        R, sizes = members, _down_sizes(height)
+        layers, c_in = [], channels
+        for i in range(len(sizes) - 1):
+            c_out = width * 2**i
+            layers.append(nn.Conv2d(R * c_in, R * c_out, 4, stride=2, padding=1, groups=R))
+            if norm == "layer" and i > 0:
+                layers.append(nn.GroupNorm(R, R * c_out))
+            layers.append(nn.LeakyReLU(0.2))
+            c_in = c_out
+        layers.append(nn.Conv2d(R * c_in, R, sizes[-1], groups=R))  # the linear output: [B, R, 1, 1]
+        self.body = nn.Sequential(*layers)
+        _seeded_init([m for m in self.body if isinstance(m, nn.Conv2d)], generator)
+        self.to(device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        R, B = x.shape[:2]
+        if x.ndim != 3 or R != self.members:
+            raise ValueError(f"x must be [members={self.members}, batch, C*H*W]; got {tuple(x.shape)}")
+        h = x.reshape(R, B, *self.shape).transpose(0, 1).reshape(B, R * self.shape[0], *self.shape[1:])  # [B, R*C, H, W]
+        return self.body(h).reshape(B, R, 1).transpose(0, 1)  # [R, B, 1]
+
+
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     # WGAN-GP Algorithm 1, lines 6-7: x_hat = eps x + (1 - eps) x_tilde; penalty (|grad_x_hat D(x_hat)|_2 - 1)^2
     """Per-member mean penalty [R] for real, fake [R, B, D] and eps [R, B, 1] in [0, 1].
@@ -106,7 +217,7 @@ class GanData:
 class GanModel:
     """One generation: the generator ensemble, its generation index and training statistics."""
 
-    generator: EnsembleNet
+    generator: nn.Module
     generation: int
     stats: dict
 
@@ -117,7 +228,9 @@ class WGANFamily:
     Args:
         dataset: a key of :data:`madlib.data.DATASETS`; ``image_size`` the height = width (MNIST: 28).
         runs: independent loops, trained together as one ensemble.
-        latent_dim, width, depth: the MLPs (module docstring).
+        architecture: ``"mlp"`` or ``"conv"`` (module docstring); ``critic_norm`` ``"none"`` or ``"layer"``
+            (conv critic only).
+        latent_dim, width, depth: the networks (module docstring; ``depth`` is the MLPs' only).
         iterations: generator steps per generation; ``n_critic`` critic steps each (WGAN-GP: 5).
         gp_weight: lambda of the penalty (WGAN-GP: 10); ``lr``, ``beta1``, ``beta2``: Adam (WGAN-GP: 1e-4, 0, 0.9).
         batch_size: images per step and member.
@@ -128,13 +241,16 @@ class WGANFamily:
     """
 
     def __init__(self, dataset: str = "mnist5k", *, runs: int = 3, image_size: int = 14,
-                 root: str | os.PathLike | None = None, latent_dim: int = 32, width: int = 256, depth: int = 2,
+                 root: str | os.PathLike | None = None, architecture: str = "mlp",
+                 critic_norm: str = "none", latent_dim: int = 32, width: int = 256, depth: int = 2,
                  iterations: int = 2000, n_critic: int = 5, gp_weight: float = 10.0, batch_size: int = 64,
                  lr: float = 1e-4, beta1: float = 0.0, beta2: float = 0.9, eval_samples: int = 500,
                  eval_seed: int = 0, keep_samples: int = 0, lenet="default", device: str = "cpu"):
         self.dataset = check_choice("dataset", dataset, DATASETS)
         self.runs = check_int("runs", runs, minimum=1)
         self.image_size = check_int("image_size", image_size, minimum=4)
+        self.architecture = check_choice("architecture", architecture, ARCHITECTURES)
+        self.critic_norm = check_choice("critic_norm", critic_norm, CRITIC_NORMS)
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         self.width, self.depth = check_int("width", width, minimum=1), check_int("depth", depth, minimum=1)
         self.iterations = check_int("iterations", iterations, minimum=1)
@@ -159,7 +275,8 @@ class WGANFamily:
         self._classifier = self._real_features = None
 
     def settings(self) -> dict:
-        return {"dataset": self.dataset, "runs": self.runs, "image_size": self.image_size, "latent_dim": self.latent_dim,
+        return {"dataset": self.dataset, "runs": self.runs, "image_size": self.image_size,
+                "architecture": self.architecture, "critic_norm": self.critic_norm, "latent_dim": self.latent_dim,
                 "width": self.width, "depth": self.depth, "iterations": self.iterations, "n_critic": self.n_critic,
                 "gp_weight": self.gp_weight, "batch_size": self.batch_size, "lr": self.lr, "betas": list(self.betas),
                 "eval_samples": self.eval_samples, "eval_seed": self.eval_seed, "lenet": str(self.lenet)}
@@ -171,8 +288,12 @@ class WGANFamily:
     def true_model(self):
         raise ValueError("a GAN loop starts from real data: set n_ini in the LoopSpec")
 
-    def networks(self, generator: torch.Generator) -> tuple[EnsembleNet, EnsembleNet]:
+    def networks(self, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
         """A fresh (generator, critic) pair of ensembles, drawn from ``generator``."""
+        if self.architecture == "conv":
+            gen = ConvGenerator(self.runs, self.latent_dim, self.shape, self.width, generator=generator, device=self.device)
+            critic = ConvCritic(self.runs, self.shape, self.width, self.critic_norm, generator=generator, device=self.device)
+            return gen, critic
         hidden = [self.width] * self.depth
         gen = EnsembleNet(self.runs, [self.latent_dim] + hidden + [self.pixels], nn.functional.relu, torch.tanh,
                           generator=generator, device=self.device)
@@ -250,7 +371,8 @@ class WGANFamily:
 
     def scores(self, images: torch.Tensor) -> dict[str, float]:
         """FID, precision, recall (k = 5, LeNet features) of uint8 images [n, C, H, W] against the held-out split,
-        with the predicted-class entropy (normalised by log 10) and the share of the commonest predicted class."""
+        with the predicted-class entropy (normalised by log 10), the share of the commonest predicted class and
+        the mean top-class probability (``confidence``)."""
         from madlib.metrics.distances import frechet_distance
         from madlib.metrics.lenet import lenet_features, lenet_logits
         from madlib.metrics.prdc import precision_recall
@@ -260,11 +382,13 @@ class WGANFamily:
             self._real_features = lenet_features(self.test_images, lenet)
         fake = lenet_features(images, lenet)
         precision, recall = precision_recall(self._real_features, fake, k=5)
-        counts = torch.bincount(lenet_logits(images, lenet).argmax(1).cpu(), minlength=10).double()
+        probs = lenet_logits(images, lenet).softmax(1).cpu()
+        counts = torch.bincount(probs.argmax(1), minlength=10).double()
         p = counts / counts.sum()
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(len(p)))
         return {"fid": float(frechet_distance(self._real_features, fake)), "precision": float(precision),
-                "recall": float(recall), "class_entropy": entropy, "top_class_share": float(p.max())}
+                "recall": float(recall), "class_entropy": entropy, "top_class_share": float(p.max()),
+                "confidence": float(probs.max(1).values.mean())}
 
     def predicted_labels(self, images: torch.Tensor) -> torch.Tensor:
         """The LeNet's classes [n] of uint8 images [n, C, H, W] (labels for archives and grids; not ground truth)."""
