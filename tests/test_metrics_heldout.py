@@ -1,0 +1,38 @@
+"""HeldOutMetrics (features of the reference set once) against image_metrics; class_shares against the labels."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from madlib.data import load_images
+from madlib.metrics import HeldOutMetrics, class_shares, image_metrics, load_lenet, predicted_classes
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = load_images("digits", "train", size=8, dtype="uint8")
+    test, test_labels = load_images("digits", "test", size=8, dtype="uint8")
+    return images, labels, test, test_labels, load_lenet("tiny")
+
+
+def test_held_out_metrics_equal_image_metrics(digits):
+    images, labels, test, test_labels, lenet = digits
+    full = image_metrics(images[:200], labels[:200], test, test_labels, lenet)
+    fast = HeldOutMetrics(test, lenet)(images[:200])
+    assert set(fast) == {"fid", "precision", "recall"}
+    for key in fast:
+        assert fast[key] == pytest.approx(full[key], rel=1e-9, abs=1e-12)
+
+
+def test_unconditional_samples_have_no_accuracy_and_their_class_shares_follow_the_classifier(digits):
+    images, labels, test, test_labels, lenet = digits
+    out = image_metrics(images[:100], None, test, test_labels, lenet)
+    assert math.isnan(out["accuracy"]) and out["fid"] >= 0
+    shares = class_shares(images[:300], lenet, 10)
+    counts = np.bincount(predicted_classes(images[:300], lenet).numpy(), minlength=10) / 300
+    np.testing.assert_allclose(shares, counts)
+    assert shares.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="fake_images must be"):
+        HeldOutMetrics(test, lenet)(torch.zeros(3, 8, 8))
