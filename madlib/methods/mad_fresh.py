@@ -466,16 +466,22 @@ class EffectiveSampleGrid:
     threshold: np.ndarray
     threshold_low: np.ndarray
     threshold_high: np.ndarray
+    sweep: dict | None = None  # how the cells ran (:meth:`madlib.sweep.SweepResult.summary`)
 
 
 def effective_sample_grid(n_r_values, n_s_values, lam_values, *, baseline: RealOnlyBaseline, runs: int, seed: int,
                           last_k: int = 1, burn_mixing: float = 5.0, window_mixing: float = 5.0, min_window: int = 20,
-                          progress: bool = False) -> EffectiveSampleGrid:
+                          progress: bool = False, executor: str = "local", sweep_dir=None,
+                          sweep_options: dict | None = None) -> EffectiveSampleGrid:
     """n_e / n_r for every (lambda, n_r, n_s) of the grid (MAD Sec. 5.3, Fig. 11-12).
 
     One batched loop per (n_r, n_s) carries all lambdas (:func:`fresh_limits`); the baseline is computed
     once by the caller and reused by every cell. Cell (i, j) uses the seed ``seed`` spawned at (i, j).
+    The cells are mapped through :func:`madlib.sweep.sweep` on ``executor`` ("local": in process, in order;
+    "submitit", "ray"); with ``sweep_dir`` each cell's limits are stored there and a rerun skips them.
     """
+    from madlib.sweep import sweep
+
     n_r_values = np.asarray([check_int("n_r", n, minimum=0) for n in n_r_values])
     n_s_values = np.asarray([check_int("n_s", n, minimum=0) for n in n_s_values])
     lam = np.asarray(_lam_tuple(lam_values))
@@ -483,27 +489,28 @@ def effective_sample_grid(n_r_values, n_s_values, lam_values, *, baseline: RealO
     out = {k: np.full(shape, np.nan) for k in ("wd", "wd_se", "n_e", "n_e_se", "ratio", "ratio_se", "drift_z",
                                                "mixing_time", "window_first", "window_last")}
     bound = np.full(shape, "", dtype=object)
-    for i, n_r in enumerate(n_r_values):
-        for j, n_s in enumerate(n_s_values):
-            cell_seed = int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0])
-            limits = fresh_limits(int(n_r), int(n_s), tuple(lam), dim=baseline.dim, runs=runs, seed=cell_seed,
-                                  last_k=last_k, burn_mixing=burn_mixing, window_mixing=window_mixing,
-                                  min_window=min_window, progress=progress)
-            for l, limit in enumerate(limits):
-                ess = _ess(limit, baseline)
-                for key, value in (("wd", limit.wd), ("wd_se", limit.se), ("n_e", ess.n_e), ("n_e_se", ess.se),
-                                   ("ratio", ess.ratio), ("ratio_se", ess.ratio_se), ("drift_z", limit.drift_z),
-                                   ("mixing_time", limit.mixing_time), ("window_first", limit.window[0]),
-                                   ("window_last", limit.window[1])):
-                    out[key][l, i, j] = value
-                bound[l, i, j] = ess.bound
+    index = [(i, j) for i in range(n_r_values.size) for j in range(n_s_values.size)]
+    cells = [dict(n_r=int(n_r_values[i]), n_s=int(n_s_values[j]), lam=[float(x) for x in lam], dim=baseline.dim,
+                  runs=runs, seed=int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0]), last_k=last_k,
+                  burn_mixing=burn_mixing, window_mixing=window_mixing, min_window=min_window) for i, j in index]
+    swept = sweep(fresh_limits, cells, executor=executor, result_dir=sweep_dir, options=sweep_options,
+                  progress=progress, desc="MAD-3/4 cells")
+    for (i, j), limits in zip(index, swept.values):
+        for l, limit in enumerate(limits):
+            ess = _ess(limit, baseline)
+            for key, value in (("wd", limit.wd), ("wd_se", limit.se), ("n_e", ess.n_e), ("n_e_se", ess.se),
+                               ("ratio", ess.ratio), ("ratio_se", ess.ratio_se), ("drift_z", limit.drift_z),
+                               ("mixing_time", limit.mixing_time), ("window_first", limit.window[0]),
+                               ("window_last", limit.window[1])):
+                out[key][l, i, j] = value
+            bound[l, i, j] = ess.bound
     se = np.nan_to_num(out["ratio_se"])
     threshold = {name: np.asarray([[admissible_threshold(n_s_values, ratio[l, i]) if np.all(n_s_values > 0)
                                     else math.nan for i in range(n_r_values.size)] for l in range(lam.size)])
                  for name, ratio in (("threshold", out["ratio"]), ("threshold_low", out["ratio"] - se),
                                      ("threshold_high", out["ratio"] + se))}
     return EffectiveSampleGrid(dim=baseline.dim, runs=runs, lam=lam, n_r=n_r_values, n_s=n_s_values, bound=bound,
-                               **threshold, **out)
+                               **threshold, **out, sweep=swept.summary())
 
 
 def growing_bias_floor(dim: int, real_fraction: float, lam: float) -> float:
