@@ -3,6 +3,8 @@ so that a reader holding a paper finds its algorithm in one file.
 
 - :mod:`madlib.methods.mad_fresh`: MAD Sec. 5 / App. G, the Gaussian fresh-data loop (its limit, the effective
   sample size n_e, the admissible region, the growing dataset).
+- :mod:`madlib.methods.redifine`: ReDiFine Sec. 3-5, the Chain of Diffusion (M_0 pretraining, fine-tuning from M_0,
+  one image per prompt, CFG schedules, collapse rate), its diagnostics and the trait fit to measured spectra.
 - :mod:`madlib.methods.casd`: CASD Algorithm 1-2, one EDM denoiser conditioned on the data source (real 0,
   synthetic 1) and sampled with label 0, against DM and SDA; the project's synthetic sources and their disk cache.
 

@@ -1,0 +1,556 @@
+"""ReDiFine's Chain of Diffusion, ReDiFine itself, its diagnostics and the trait fit (RDF-4..RDF-7).
+
+Reference: "Model Collapse in the Self-Consuming Chain of Diffusion Finetuning" (ReDiFine), Sec. 3
+(Eq. 1-3), Sec. 4.2, Sec. 5, App. A-C, E, G (``../shared/papers/003_8ee2c13a5868339c.txt``).
+
+The chain (Sec. 3.1)::
+
+    M_{k+1} = Finetune(M_0, D_k, P)        (Eq. 1; always from the same M_0)
+    D_{k+1} = Generate(M_{k+1}, P)          (Eq. 2; one image per prompt, fully synthetic)
+    collapse rate = (FID_K - FID_1) / (K - 1)   (Eq. 3; FID_k between D_k and D_0, K = 6)
+
+Here (project choices, the paper's Stable Diffusion being out of reach on CPUs):
+
+- **M_0** (:func:`pretrain_m0`): a class-conditional U-Net (:class:`madlib.diffusion.unet.UNet`) pretrained on
+  MNIST 5k with 10% label dropout, so that classifier-free guidance exists, cached on disk keyed by its
+  settings. The objective is EDM's (Table 1 preconditioning and loss), because ReDiFine samples with
+  Euler-ancestral ("Euler A", App. A.1 Table 1) and the project's Euler-ancestral sampler runs on EDM's
+  sigma grid (:data:`madlib.models.images.OBJECTIVES`); at 14x14, width 16, 120k images seen EDM reaches
+  FID 4.9 against a floor of 3.1 (docs/calibration.md).
+- **Prompts P** are the class labels of D_0, one per image; **D_0** is another style of the same classes
+  (scikit-learn's 8x8 digits upscaled, or held-out MNIST), never seen by M_0.
+- **Finetune** (:func:`finetune_from_m0`): a LoRA adapter on the U-Net (rank 32, peft ``lora_alpha`` 8,
+  AdamW; :mod:`madlib.diffusion.lora`) or full fine-tuning, with condition dropout p (ReDiFine: 0.2;
+  the baseline: 0, App. A.1 Table 1 "Caption Dropout Rate 0.0"). Not reproduced: min-SNR weighting,
+  gradient clipping, horizontal flips, weight decay (the EDM loss has its own weighting; digits are not
+  flip-symmetric; decay would move the unused no-label embedding).
+- **The unconditional branch without condition dropout.** With p = 0 the "no label" input never appears in
+  training, so fine-tuning gives it no signal: the no-label embedding row gets zero gradients, but a
+  shared adapter still changes the unconditional prediction as a side effect of the layers both branches
+  share. ReDiFine describes condition-drop fine-tuning as what "update[s] both the conditional and
+  unconditional scores" (Sec. 5), i.e. without it the unconditional score stays the pretrained one;
+  ``untrained_uncond="m0"`` (default) makes that exact: with p = 0 the unconditional branch *is* M_0
+  (:class:`BranchedDenoiser`); ``"shared"`` keeps the adapter on both branches, as kohya-ss's LoRA on
+  Stable Diffusion does. With p > 0 both branches are the fine-tuned network.
+- **Generate** (:func:`generate_one_per_prompt`): Euler-ancestral with ``steps`` = 30, guided by
+  CFG = 1 + w (``paper-targets.md``: total = uncond + CFG (cond - uncond)); a constant scale, or
+  ReDiFine's decay s = s0 exp(-alpha t / T) (:func:`cfg_schedule`).
+- **FID_k** on the project's LeNet features (trained on MNIST; :func:`madlib.metrics.image_metrics`), between
+  D_k and D_0 (the same prompts), with the real-vs-real floors of :func:`real_floors`.
+
+Diagnostics (App. G, :func:`chain_of_diffusion` records them per iteration): the norm of the difference
+between the conditional and unconditional noise predictions per sampling step, |eps_c - eps_u| =
+|D_c - D_u| / sigma per image (Fig. 38b; SD predicts noise, so the noise space is the paper's); the mean
+radial power spectrum (Fig. 39a; :func:`madlib.metrics.radial_power_spectrum`); pixel-intensity
+histograms in place of Fig. 38a's latent histograms; ReDiFine's high-frequency phenotype (App. D.2.1).
+
+Trait fit (Sec. 4.2, Fig. 4b; :func:`fit_truncation_ratios`): the per-image phenotype is the share of power
+above tau = 0.02 (:func:`madlib.metrics.high_frequency_power` with ``relative=True``; at 14x14 every
+non-zero frequency has r >= 1/14 > tau, so this is 1 - (DC power / total power)), standardised by D_0's
+mean and standard deviation (:func:`standardised_phenotype`); its mean over D_0..D_K is fitted with the
+truncation recursion :func:`madlib.theory.traits.trait_recursion` from mu_0 = 0, sigma_G,0 = 1 and
+sigma_E = 0.25 / 0.056 (the paper's ratio of sigma_E to sigma_G,0, App. D.2.2).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from madlib._checks import check_choice, check_int, check_interval
+from madlib._io import atomic_path
+from madlib.data.images import from_uint8, load_images, to_uint8
+from madlib.diffusion.guidance import constant_weight, exponential_cfg_weight, guided_prediction, w_from_cfg_scale
+from madlib.diffusion.losses import EDMPrecond, edm_loss
+from madlib.diffusion.samplers import euler_ancestral_sampler
+from madlib.diffusion.schedules import edm_sigma_steps
+from madlib.diffusion.training import TrainStats, train_ensemble
+from madlib.diffusion.unet import UNet
+
+__all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIGMA_RATIO", "PretrainedM0",
+           "FinetunedModel", "BranchedDenoiser", "ChainResult", "TraitFit", "pretrain_m0", "m0_cache_path",
+           "finetune_from_m0", "cfg_schedule", "generate_one_per_prompt", "chain_of_diffusion", "weights_digest",
+           "standardised_phenotype", "fit_truncation_ratios", "balanced_subset", "real_floors"]
+
+PIXEL_RANGE = (-1.0, 1.0)  # as madlib.models.images: 0..255 maps linearly onto [-1, 1]
+SCHEDULES = ("constant", "exponential", "linear")  # CFG scale over the sampling steps (ReDiFine Sec. 5, App. F.2)
+METHODS = ("lora", "full")  # how M_0 is fine-tuned
+UNTRAINED_UNCOND = ("m0", "shared")  # the unconditional branch when condition dropout is 0 (module docstring)
+PAPER_SIGMA_RATIO = 0.25 / 0.056  # sigma_E / sigma_G,0 of ReDiFine App. D.2.2
+
+
+# --------------------------------------------------------------------------------------------------- M_0
+@dataclass
+class PretrainedM0:
+    """M_0: the EMA denoiser D(x; sigma, y) (:class:`EDMPrecond` around a UNet; eval mode, frozen), the settings it
+    was trained with, its cache file, the training seconds (of the run that made it) and whether it was loaded."""
+
+    net: nn.Module
+    settings: dict
+    path: Path | None
+    seconds: float
+    cached: bool
+
+
+def _m0_settings(dataset, image_size, base_channels, channel_mults, images_seen, batch_size, lr, warmup,
+                 label_dropout, ema_decay, seed) -> dict:
+    images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
+    data = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
+    return {"format": "redifine-m0-v1", "objective": "edm", "dataset": dataset, "image_size": image_size,
+            "base_channels": base_channels, "channel_mults": list(channel_mults), "images_seen": images_seen,
+            "batch_size": batch_size, "lr": lr, "warmup": warmup, "label_dropout": label_dropout,
+            "ema_decay": ema_decay, "seed": seed, "train_data_sha256": data}
+
+
+def m0_cache_path(settings: dict, cache_dir: str | Path | None = None) -> Path:
+    """Where the M_0 of ``settings`` is cached: ``<cache_dir>/redifine-m0-<hash>.pt`` (default: madlib's cache,
+    ``$MADLIB_CACHE`` or ``~/.cache/madlib``)."""
+    from madlib.metrics.lenet import cache_dir as default_cache_dir
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return root / f"redifine-m0-{key}.pt"
+
+
+def _new_m0(settings: dict, device) -> EDMPrecond:
+    unet = UNet(1, settings["image_size"], settings["base_channels"], tuple(settings["channel_mults"]), num_classes=10,
+                seed=settings["seed"], device=device)
+    return EDMPrecond(unet)
+
+
+def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels: int = 16,
+                channel_mults: tuple[int, ...] = (1, 2, 2), images_seen: int = 120_000, batch_size: int = 64,
+                lr: float = 2e-3, warmup: int = 5_000, label_dropout: float = 0.1, ema_decay: float = 0.99,
+                seed: int = 0, cache_dir: str | Path | None = None, use_cache: bool = True, device: str = "cpu",
+                progress: bool = False) -> PretrainedM0:
+    # ReDiFine Sec. 3.1: the pretrained model M_0 (Stable Diffusion there; a class-conditional U-Net here)
+    """Train (or load from the cache) M_0: a class-conditional EDM U-Net on ``dataset``'s training split.
+
+    Label dropout ``label_dropout`` trains the "no label" token (the unconditional branch CFG needs). The cache
+    file (:func:`m0_cache_path`) is keyed by every setting and a digest of the training images, and written
+    atomically; ``use_cache=False`` trains without reading or writing it.
+    """
+    image_size = check_int("image_size", image_size, minimum=4)
+    base_channels = check_int("base_channels", base_channels, minimum=1)
+    images_seen = check_int("images_seen", images_seen, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    lr = check_interval("lr", lr, 0.0, 1.0, low_open=True)
+    warmup = check_int("warmup", warmup, minimum=0)
+    label_dropout = check_interval("label_dropout", label_dropout, 0.0, 1.0, low_open=True, high_open=True)
+    ema_decay = check_interval("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+    seed = check_int("seed", seed, minimum=0)
+    settings = _m0_settings(dataset, image_size, base_channels, tuple(channel_mults), images_seen, batch_size, lr,
+                            warmup, label_dropout, ema_decay, seed)
+    path = m0_cache_path(settings, cache_dir) if use_cache else None
+    net = _new_m0(settings, device)
+    if path is not None and path.exists():
+        state = torch.load(path, map_location=device, weights_only=True)
+        if state.get("settings") != settings:
+            raise ValueError(f"M0 cache {path} holds other settings ({state.get('settings')}); delete it")
+        net.load_state_dict(state["state_dict"])
+        return PretrainedM0(net.eval().requires_grad_(False), settings, path, float(state["seconds"]), True)
+    images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
+    x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, 1, H, W]
+    g = torch.Generator().manual_seed(seed)
+    ema = copy.deepcopy(net)
+    start = time.perf_counter()
+    train_ensemble(net, x, edm_loss, samples_seen=images_seen, batch_size=batch_size, lr=lr,
+                   labels=labels.to(device)[None], cond_dropout=label_dropout, generator=g, warmup=warmup, ema=ema,
+                   ema_decay=ema_decay, progress=progress)
+    seconds = time.perf_counter() - start
+    if path is not None:
+        with atomic_path(path) as tmp:
+            torch.save({"settings": settings, "state_dict": ema.state_dict(), "seconds": seconds}, tmp)
+    return PretrainedM0(ema.eval().requires_grad_(False), settings, path, seconds, False)
+
+
+# ---------------------------------------------------------------------------------------------- Finetune
+class BranchedDenoiser(nn.Module):
+    """D(x; sigma, y) that answers labelled inputs with ``cond`` and the "no label" token with ``uncond``.
+
+    What a fine-tune without condition dropout samples with (``untrained_uncond="m0"``): the conditional branch
+    is the fine-tuned network, the unconditional one M_0 exactly. y [R, B] labels (``num_classes`` = no label)
+    or None (every sample unconditional).
+    """
+
+    def __init__(self, cond: nn.Module, uncond: nn.Module):
+        super().__init__()
+        self.cond, self.uncond = cond, uncond
+
+    @property
+    def num_classes(self) -> int:
+        return self.uncond.num_classes
+
+    @property
+    def members(self) -> int:
+        return 1
+
+    def forward(self, x, sigma, y=None):
+        if y is None:
+            return self.uncond(x, sigma, None)
+        none = y == self.num_classes  # [R, B]
+        if not none.any():
+            return self.cond(x, sigma, y)
+        out = self.cond(x, sigma, torch.where(none, torch.zeros_like(y), y))
+        mask = none.reshape(none.shape + (1,) * (x.ndim - none.ndim))
+        return torch.where(mask, self.uncond(x, sigma, None), out)
+
+
+@dataclass
+class FinetunedModel:
+    """M_{k+1}: ``net`` samples (D(x; sigma, y) with its unconditional branch, see :class:`BranchedDenoiser`);
+    ``tuned`` is the trained network (a peft model for LoRA, a full copy otherwise), which continual
+    fine-tuning continues; digests of the effective weights before and after training (:func:`weights_digest`)."""
+
+    net: nn.Module
+    tuned: nn.Module
+    start_digest: str
+    end_digest: str
+    stats: TrainStats
+
+
+def _effective(net: nn.Module) -> nn.Module:
+    """The plain network whose weights ``net`` computes with (LoRA merged into a copy)."""
+    from madlib.diffusion.lora import _import_peft, merge_lora
+
+    try:
+        peft = _import_peft()
+    except ImportError:
+        return net
+    return merge_lora(net) if isinstance(net, peft.PeftModel) else net
+
+
+def weights_digest(net: nn.Module) -> str:
+    """sha256 (16 hex digits) of the effective weights of ``net`` (a LoRA model's adapters merged): equal digests
+    mean networks that compute the same function with the same parameters."""
+    h = hashlib.sha256()
+    for name, value in sorted(_effective(net).state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def finetune_from_m0(m0: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, start: nn.Module | None = None,
+                     method: str = "lora", cond_dropout: float = 0.0, untrained_uncond: str = "m0",
+                     epochs: float = 40.0, batch_size: int = 32, lr: float = 1e-3, rank: int = 32,
+                     lora_alpha: float = 8.0, seed: int = 0, progress: bool = False) -> FinetunedModel:
+    # ReDiFine Eq. 1 with App. A.1 Table 1: M_{k+1} = Finetune(M_0, D_k, P); LoRA rank 32, weight scaling 8, AdamW
+    """Fine-tune M_0 (``m0``, left unchanged) on uint8 ``images`` [N, 1, H, W] with their prompts ``labels`` [N].
+
+    Args:
+        start: None (Eq. 1: from M_0's weights, a fresh adapter) or the ``tuned`` network of the previous
+            iteration, whose training continues (continual fine-tuning, App. E.4).
+        method: ``"lora"`` (an adapter on the U-Net, :func:`madlib.diffusion.lora.lora_copy`) or ``"full"``.
+        cond_dropout: probability p of replacing a prompt by the "no label" token (0: the baseline; ReDiFine 0.2).
+        untrained_uncond: with p = 0, ``"m0"`` samples the unconditional branch from M_0 exactly, ``"shared"``
+            from the fine-tuned network (module docstring).
+        epochs: passes over the N images (samples seen = ceil(epochs N)); batch_size, lr (AdamW, no weight decay).
+        rank, lora_alpha: the adapter (ReDiFine: 32 and 8, i.e. updates scaled by 8 / 32).
+        seed: the adapter's initial A matrices, the batches, the noise levels and the dropout draws.
+    """
+    check_choice("method", method, METHODS)
+    check_choice("untrained_uncond", untrained_uncond, UNTRAINED_UNCOND)
+    cond_dropout = check_interval("cond_dropout", cond_dropout, 0.0, 1.0, high_open=True)
+    epochs = check_interval("epochs", epochs, 0.0, math.inf, low_open=True, high_open=True)
+    seed = check_int("seed", seed, minimum=0)
+    if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(f"images must be uint8 [N, C, H, W] with labels [N]; got {images.dtype} "
+                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    device = next(m0.parameters()).device
+    if start is None:
+        if method == "lora":
+            from madlib.diffusion.lora import lora_copy
+
+            model = lora_copy(m0, rank=rank, alpha=lora_alpha, seed=seed)
+        else:
+            model = copy.deepcopy(m0).requires_grad_(True)
+    else:
+        model = copy.deepcopy(start)
+    model.train()
+    start_digest = weights_digest(model)
+    x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, C, H, W]
+    stats = train_ensemble(model, x, edm_loss, samples_seen=math.ceil(epochs * x.shape[1]), batch_size=batch_size,
+                           lr=lr, labels=labels.to(device)[None], cond_dropout=cond_dropout,
+                           generator=torch.Generator().manual_seed(seed), optimizer="adamw", weight_decay=0.0,
+                           progress=progress)
+    model.eval()
+    sampler_net = BranchedDenoiser(model, m0) if cond_dropout == 0 and untrained_uncond == "m0" else model
+    return FinetunedModel(sampler_net, model, start_digest, weights_digest(model), stats)
+
+
+# ---------------------------------------------------------------------------------------------- Generate
+def cfg_schedule(schedule: str = "constant", *, cfg_scale: float = 7.5, s0: float = 7.5, alpha: float = 2.0):
+    # ReDiFine Sec. 5: s = s0 exp(-alpha t / T); CFG = 1 + w (paper-targets); App. F.2: linear decay beside it
+    """The guidance weight w_i = s_i - 1 at sampling step i of n (i = 0: pure noise), a ``weight(i, n)`` schedule.
+
+    ``"constant"``: s_i = ``cfg_scale``. ``"exponential"``: s_i = s0 exp(-alpha i / (n - 1)), i.e. t = i and
+    T = n - 1 in the paper's formula, so that the first step has s0 and the last s0 e^-alpha (7.5 -> 1.015
+    at the defaults; :func:`madlib.diffusion.guidance.exponential_cfg_weight` evaluated at T = n - 1).
+    ``"linear"``: s_i from s0 to s0 e^-alpha linearly (the same end points).
+    """
+    check_choice("schedule", schedule, SCHEDULES)
+    if schedule == "constant":
+        return constant_weight(w_from_cfg_scale(check_interval("cfg_scale", cfg_scale, 0.0, math.inf,
+                                                               high_open=True)))
+    s0 = check_interval("s0", s0, 0.0, math.inf, high_open=True)
+    alpha = check_interval("alpha", alpha, 0.0, math.inf, high_open=True)
+    if schedule == "exponential":
+        decay = exponential_cfg_weight(s0, alpha)
+        return lambda i, n: decay(i, max(n - 1, 1))
+    end = s0 * math.exp(-alpha)
+    return lambda i, n: s0 + (end - s0) * i / max(n - 1, 1) - 1.0
+
+
+def generate_one_per_prompt(net: nn.Module, prompts: torch.Tensor, *, weight=constant_weight(6.5), steps: int = 30,
+                            seed: int = 0, sample_batch: int = 1000, image_size: int | None = None,
+                            diff_norms: bool = False, sigma_min: float = 0.002, sigma_max: float = 80.0,
+                            rho: float = 7.0) -> tuple[torch.Tensor, np.ndarray | None]:
+    # ReDiFine Eq. 2 and App. A.1 Table 1: D_{k+1} = Generate(M_{k+1}, P), Euler A, 30 steps, 1 image per prompt
+    """One uint8 image [N, 1, H, W] per prompt of ``prompts`` [N] (same order), Euler-ancestral on EDM's grid.
+
+    ``weight``: the guidance schedule (:func:`cfg_schedule`); ``seed``: the initial and step noise. With
+    ``diff_norms``, also the mean over images of |eps_c - eps_u| (per-image L2 norm; eps = (x - D) / sigma) at
+    each of the ``steps`` steps (App. G.2, Fig. 38b), evaluating the unconditional branch where w = 0 too.
+    """
+    steps = check_int("steps", steps, minimum=2)
+    prompts = torch.as_tensor(prompts).long()
+    if prompts.ndim != 1:
+        raise ValueError(f"prompts must be a 1-D tensor of labels; got shape {tuple(prompts.shape)}")
+    device = next(net.parameters()).device
+    size = image_size or net_image_size(net)
+    sigmas = edm_sigma_steps(steps, sigma_min, sigma_max, rho)
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    chunks, diff_sum = [], np.zeros(steps)
+    for y in prompts.split(check_int("sample_batch", sample_batch, minimum=1)):
+        y = y.to(device)[None]  # [1, B]
+        noise = torch.randn((1, len(y[0]), 1, size, size), generator=g).to(device)
+        primary = lambda x, s, y=y: net(x, s, y)  # noqa: E731
+        guide = lambda x, s: net(x, s, None)  # noqa: E731
+        state = {"i": 0}
+        if diff_norms:
+            cache = {}
+
+            def primary(x, s, y=y):  # records |eps_c - eps_u| at this step, keeps eps_u for the guide
+                c, u = net(x, s, y), net(x, s, None)
+                cache["u"] = u
+                diff_sum[state["i"]] += float(((c - u) / s).flatten(2).norm(dim=2).sum())
+                state["i"] += 1
+                return c
+
+            def guide(x, s):
+                return cache.pop("u")
+        with torch.no_grad():
+            x = euler_ancestral_sampler(primary, noise, sigmas, guide=guide, weight=weight, generator=g)
+        chunks.append(to_uint8(x[0], PIXEL_RANGE).cpu())
+    return torch.cat(chunks), (diff_sum / max(len(prompts), 1) if diff_norms else None)
+
+
+def net_image_size(net: nn.Module) -> int:
+    for m in net.modules():
+        if isinstance(m, UNet):
+            return m.image_size
+    raise ValueError("net holds no UNet: pass image_size")
+
+
+# --------------------------------------------------------------------------------------------------- chain
+@dataclass
+class ChainResult:
+    """One Chain of Diffusion. Iteration k = 1..K: M_k = Finetune(M_0, D_{k-1}), D_k = Generate(M_k, P).
+
+    fid, accuracy: [K] of D_k against D_0 (LeNet features; accuracy = share of D_k the LeNet assigns to its
+    prompt); collapse_rate: Eq. 3; sets: uint8 D_0..D_K [K+1] x [N, 1, H, W]; prompts [N];
+    diff_norm [K, steps] (:func:`generate_one_per_prompt`); phenotype [K+1, N] (relative high-frequency power);
+    radial [K+1, bins] mean radial power spectrum at radial_freq [bins]; histogram [K+1, 32] pixel densities;
+    start_digest / end_digest [K] of each fine-tune; seconds: fine-tune and sampling time per iteration.
+    """
+
+    fid: np.ndarray
+    accuracy: np.ndarray
+    collapse_rate: float
+    sets: list
+    prompts: torch.Tensor
+    diff_norm: np.ndarray
+    phenotype: np.ndarray
+    radial: np.ndarray
+    radial_freq: np.ndarray
+    histogram: np.ndarray
+    start_digest: list
+    end_digest: list
+    seconds: dict
+    settings: dict = field(default_factory=dict)
+
+
+def balanced_subset(dataset: str, n: int, *, split: str = "train", image_size: int = 14, seed: int = 0,
+                    exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A class-balanced random subset (uint8 images [n, 1, H, W], labels [n], indices into the split [n]) of
+    ``dataset``'s ``split``, ordered by class; ``exclude``: indices not to draw (e.g. D_0, for a floor)."""
+    images, labels = load_images(dataset, split, size=image_size, dtype="uint8")
+    n = check_int("n", n, minimum=10)
+    counts = np.bincount(np.arange(n) % 10, minlength=10)
+    rng = np.random.default_rng(seed)
+    allowed = np.ones(len(labels), bool)
+    if exclude is not None:
+        allowed[np.asarray(exclude)] = False
+    idx = []
+    for c in range(10):
+        pool = np.flatnonzero((labels.numpy() == c) & allowed)
+        if len(pool) < counts[c]:
+            raise ValueError(f"n must be <= {10 * len(pool)} for a class-balanced subset of {dataset} ({split}); "
+                             f"got n = {n}")
+        idx.append(np.sort(rng.choice(pool, counts[c], replace=False)))
+    idx = torch.as_tensor(np.concatenate(idx))
+    return images[idx], labels[idx], idx
+
+
+def real_floors(d0_images, d0_labels, other_images, other_labels, lenet, *, seed: int = 0) -> dict:
+    """The real-vs-real FID floors of a chain: ``halves`` (D_0 split in two class-balanced halves, as the issue
+    asks) and ``fresh`` (as many other real images of the same style against D_0: the floor at FID_k's n)."""
+    from madlib.metrics.images import image_metrics
+
+    rng = np.random.default_rng(seed)
+    first = np.concatenate([rng.permutation(np.flatnonzero(d0_labels.numpy() == c))[: (d0_labels == c).sum() // 2]
+                            for c in range(10)])
+    second = np.setdiff1d(np.arange(len(d0_labels)), first)
+    halves = image_metrics(d0_images[first], d0_labels[first], d0_images[second], d0_labels[second], lenet)
+    fresh = image_metrics(other_images, other_labels, d0_images, d0_labels, lenet)
+    return {"halves": halves, "fresh": fresh}
+
+
+def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Tensor, *, lenet, iterations: int = 6,
+                       schedule: str = "constant", cfg_scale: float = 7.5, s0: float = 7.5, alpha: float = 2.0,
+                       cond_dropout: float = 0.0, method: str = "lora", continual: bool = False,
+                       real_mix: float = 0.0, untrained_uncond: str = "m0", epochs: float = 40.0,
+                       batch_size: int = 32, lr: float = 1e-3, rank: int = 32, lora_alpha: float = 8.0,
+                       steps: int = 30, sample_batch: int = 1000, seed: int = 0, progress: bool = False,
+                       desc: str = "chain") -> ChainResult:
+    # ReDiFine Sec. 3.1, Eq. 1-3 (K = 6); Sec. 5 (ReDiFine: cond_dropout 0.2, schedule "exponential"); App. C.3, E.4
+    """K = ``iterations`` rounds of M_k = Finetune(M_0, D_{k-1}), D_k = Generate(M_k, P) from uint8 ``d0_images``
+    [N, 1, H, W] and their ``prompts`` [N]; measured against D_0 with ``lenet``.
+
+    ``continual``: fine-tune M_{k-1}'s network instead of M_0 (App. E.4). ``real_mix``: the share of each D_k
+    (k >= 1) replaced by the D_0 images of the same prompts before fine-tuning, drawn afresh every iteration
+    (App. C.3); FID_k is measured on the generated D_k. The guidance: :func:`cfg_schedule` (``schedule``,
+    ``cfg_scale``, ``s0``, ``alpha``); the fine-tune: :func:`finetune_from_m0`. ``seed`` fixes every draw (each
+    iteration's fine-tune and sampling seeds derive from it).
+    """
+    from madlib.metrics.images import image_metrics
+    from madlib.metrics.spectra import high_frequency_power, radial_power_spectrum
+
+    K = check_int("iterations", iterations, minimum=2)
+    real_mix = check_interval("real_mix", real_mix, 0.0, 1.0, high_open=True)
+    weight = cfg_schedule(schedule, cfg_scale=cfg_scale, s0=s0, alpha=alpha)
+    prompts = torch.as_tensor(prompts).long()
+    if d0_images.dtype != torch.uint8 or len(d0_images) != len(prompts):
+        raise ValueError("d0_images must be uint8 [N, C, H, W] with one prompt each")
+    settings = dict(iterations=K, schedule=schedule, cfg_scale=cfg_scale, s0=s0, alpha=alpha,
+                    cond_dropout=cond_dropout, method=method, continual=bool(continual), real_mix=real_mix,
+                    untrained_uncond=untrained_uncond, epochs=epochs, batch_size=batch_size, lr=lr, rank=rank,
+                    lora_alpha=lora_alpha, steps=steps, seed=seed, n=len(prompts))
+    seeds = np.random.SeedSequence(check_int("seed", seed, minimum=0)).generate_state(2 * K + 1)
+    mix_rng = np.random.default_rng(int(seeds[-1]))
+    sets, fid, acc, diff, starts, ends = [d0_images], [], [], [], [], []
+    seconds = {"finetune": [], "sample": []}
+    previous = None
+    train_images = d0_images
+    for k in tqdm(range(1, K + 1), disable=not progress, leave=False, desc=desc):
+        clock = time.perf_counter()
+        model = finetune_from_m0(m0, train_images, prompts, start=previous.tuned if continual and previous else None,
+                                 method=method, cond_dropout=cond_dropout, untrained_uncond=untrained_uncond,
+                                 epochs=epochs, batch_size=batch_size, lr=lr, rank=rank, lora_alpha=lora_alpha,
+                                 seed=int(seeds[2 * k - 2] % 2**31))
+        seconds["finetune"].append(time.perf_counter() - clock)
+        clock = time.perf_counter()
+        images, norms = generate_one_per_prompt(model.net, prompts, weight=weight, steps=steps,
+                                                seed=int(seeds[2 * k - 1] % 2**31), sample_batch=sample_batch,
+                                                diff_norms=True)
+        seconds["sample"].append(time.perf_counter() - clock)
+        metrics = image_metrics(images, prompts, d0_images, prompts, lenet)
+        sets.append(images)
+        fid.append(metrics["fid"])
+        acc.append(metrics["accuracy"])
+        diff.append(norms)
+        starts.append(model.start_digest)
+        ends.append(model.end_digest)
+        previous = model
+        train_images = images
+        if real_mix > 0:
+            replace = torch.as_tensor(mix_rng.random(len(prompts)) < real_mix)
+            train_images = torch.where(replace[:, None, None, None], d0_images, images)
+    stacked = torch.stack(sets)  # [K+1, N, 1, H, W]
+    phenotype = high_frequency_power(stacked.flatten(0, 1), tau=0.02, relative=True).reshape(K + 1, -1)
+    freq, radial = radial_power_spectrum(stacked.flatten(0, 1))
+    hist = np.stack([np.histogram(s.numpy(), bins=32, range=(0, 256), density=True)[0] for s in sets])
+    fid = np.array(fid)
+    return ChainResult(fid=fid, accuracy=np.array(acc), collapse_rate=float((fid[-1] - fid[0]) / (K - 1)),
+                       sets=sets, prompts=prompts, diff_norm=np.stack(diff), phenotype=phenotype.numpy(),
+                       radial=radial.reshape(K + 1, len(prompts), -1).mean(1).numpy(), radial_freq=freq.numpy(),
+                       histogram=hist, start_digest=starts, end_digest=ends,
+                       seconds={k: np.array(v) for k, v in seconds.items()}, settings=settings)
+
+
+# ------------------------------------------------------------------------------------------------ trait fit
+def standardised_phenotype(phenotype, reference) -> np.ndarray:
+    """(S - mean(S_ref)) / sd(S_ref): a phenotype in units of D_0's spread, D_0 at mean 0, sd 1 (any shape)."""
+    ref = np.asarray(reference, float)
+    return (np.asarray(phenotype, float) - ref.mean()) / ref.std(ddof=1)
+
+
+@dataclass(frozen=True)
+class TraitFit:
+    """(r1, r2) of the truncation recursion fitted to a measured mean trajectory [T+1], the fitted trajectory and
+    the root-mean-square error over iterations 1..T; ``sigma_E`` as used."""
+
+    r1: float
+    r2: float
+    rmse: float
+    fitted: np.ndarray
+    sigma_E: float
+
+
+FIT_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6,
+            0.675, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+
+
+def fit_truncation_ratios(measured_mean, *, mu0: float = 0.0, sigma_G0: float = 1.0,
+                          sigma_E: float = PAPER_SIGMA_RATIO, grid=FIT_GRID) -> TraitFit:
+    # ReDiFine Sec. 4.2, Fig. 4b, App. D.2.2: the truncation ratios that reproduce a measured phenotype trajectory
+    """Least-squares (r1, r2) of :func:`madlib.theory.traits.trait_recursion` against ``measured_mean`` [T+1]
+    (iterations 0..T; entry 0 is D_0, matched by ``mu0``), over every pair of ``grid`` with r1 + r2 < 1, refined
+    by Nelder-Mead on logit(r1), logit(r2). ``sigma_G0`` and ``sigma_E`` as in the recursion (default: the
+    standardised phenotype, sigma_G,0 = 1, and the paper's ratio sigma_E / sigma_G,0 = 0.25 / 0.056).
+    """
+    from scipy.optimize import minimize
+
+    from madlib.theory.traits import trait_recursion
+
+    measured = np.asarray(measured_mean, float)
+    if measured.ndim != 1 or measured.shape[0] < 2 or not np.all(np.isfinite(measured)):
+        raise ValueError(f"measured_mean must be a finite [T+1] trajectory with T >= 1; got shape {measured.shape}")
+    T = measured.shape[0] - 1
+
+    def loss(r1, r2):
+        if not (0 <= r1 and 0 <= r2 and r1 + r2 < 0.999):
+            return np.inf
+        mean = trait_recursion((r1, r2), T, mu0=mu0, sigma_G0=sigma_G0, sigma_E=sigma_E).mean
+        return float(np.mean((mean[1:] - measured[1:]) ** 2))
+
+    pairs = [(a, b) for a in grid for b in grid if a + b < 0.999]
+    r1, r2 = min(pairs, key=lambda p: loss(*p))
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    expit = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    best = minimize(lambda z: loss(expit(z[0]), expit(z[1])), [logit(r1), logit(r2)], method="Nelder-Mead",
+                    options={"xatol": 1e-3, "fatol": 1e-8, "maxiter": 400})
+    if best.fun < loss(r1, r2):
+        r1, r2 = expit(best.x[0]), expit(best.x[1])
+    fitted = trait_recursion((r1, r2), T, mu0=mu0, sigma_G0=sigma_G0, sigma_E=sigma_E).mean
+    return TraitFit(float(r1), float(r2), float(math.sqrt(loss(r1, r2))), fitted, float(sigma_E))
