@@ -112,3 +112,19 @@ def test_bad_input_names_the_parameter(models):
         train_auxiliary(base, torch.zeros(4, 1, 8, 8), CONFIG, budgets=[8], seed=0)
     with pytest.raises(ValueError, match="base_channels"):
         SIMSConfig(base_channels=4)
+
+
+def test_shared_encoder_sampling_equals_two_separate_networks(models):
+    _, base, synthetic, _ = models
+    aux = train_auxiliary(base, synthetic, CONFIG, budgets=[64], seed=5, trainable=freeze_encoder)[64]
+    fused = sims_sample(base, aux, 1.5, 16, CONFIG, seed=3, shared_encoder=True).int()
+    plain = sims_sample(base, aux, 1.5, 16, CONFIG, seed=3).int()
+    assert (fused - plain).abs().max() <= 1  # the same images up to float rounding of the uint8 quantisation
+    with pytest.raises(ValueError, match="freeze_encoder"):
+        sims_sample(base, models[3][64], 1.0, 4, CONFIG, seed=0, shared_encoder=True)
+
+
+def test_network_evaluations_count_heun_steps_and_the_guided_interval():
+    n = CONFIG.sample_steps  # 4 steps: 2 + 2 + 2 + 1 evaluations
+    assert network_evaluations(CONFIG, guided=False) == 2 * n - 1
+    assert network_evaluations(CONFIG, guided=True, guide_from=2) == 7 + 3

@@ -196,10 +196,21 @@ class UNet(nn.Module):
         if x.ndim not in (4, 5) or (x.ndim == 5 and x.shape[0] != 1) or tuple(x.shape[-3:]) != shape:
             raise ValueError(f"x must be [members=1, batch, {', '.join(map(str, shape))}] or "
                              f"[batch, {', '.join(map(str, shape))}]; got {tuple(x.shape)}")
-        lead = x.shape[:-3]
         h = x.reshape((-1,) + shape)  # [N, C, H, W], N = B
         if self.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
+        emb = self.embed(x, t, y, s)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self._unet(h, emb)
+        return out.to(x.dtype).reshape(x.shape)
+
+    def _unet(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        # h [N, C, H, W], emb [N, E]
+        return self.decode(*self.encode(h, emb), emb)
+
+    def embed(self, x: torch.Tensor, t, y: torch.Tensor | None = None, s: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditioning SiLU(emb) [N, E] that :meth:`forward` passes to every block."""
+        lead = x.shape[:-3]
         t = torch.broadcast_to(torch.as_tensor(t, dtype=x.dtype, device=x.device), lead).reshape(-1)
         emb = self.time_mlp(timestep_embedding(t, self.base_channels))  # [N, 4 c0]
         if self.class_emb is not None:
@@ -212,12 +223,10 @@ class UNet(nn.Module):
             emb = emb + self.source_emb(sources.reshape(-1).long())
         elif s is not None:
             raise ValueError("s (second label) must be None for a U-Net without one (num_sources = 0)")
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self._unet(h, F.silu(emb))
-        return out.to(x.dtype).reshape(x.shape)
+        return F.silu(emb)
 
-    def _unet(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        # h [N, C, H, W], emb [N, E]
+    def encode(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder half and the middle block: h [N, C, H, W] -> (bottleneck features, skip features)."""
         h = self.stem(h)
         skips = []
         for level, blocks in enumerate(self.down):
@@ -229,6 +238,11 @@ class UNet(nn.Module):
         h = self.middle(h, emb)
         if self.middle_attention is not None:
             h = self.middle_attention(h)
+        return h, skips
+
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor) -> torch.Tensor:
+        """The decoder half: (bottleneck, skips) of :meth:`encode` -> the output [N, C, H, W]."""
+        skips = list(skips)
         for i, blocks in enumerate(self.up):
             h = torch.cat([h, skips.pop()], dim=1)  # [N, c + c_skip, H_l, W_l]
             for block in blocks:
