@@ -325,7 +325,7 @@ def _run_submitit(fn, cells, paths, pending, retries, done, failed, options):
     if folder is None:
         first = next((p for p in paths if p is not None), None)
         folder = Path(first).parent / "_submitit" if first else Path(temporary := tempfile.mkdtemp(prefix="madlib-submitit-"))
-    folder = Path(folder) / "%j"
+    folder = Path(folder)
     executor = _submitit_executor(options, folder, cluster)
     kind = executor.cluster
     tries = {i: 0 for i in pending}
@@ -527,7 +527,7 @@ def sweep(cell_fn: Callable, cells: Iterable[Mapping[str, Any]], *, executor: st
         where = f"; finished cells are kept in {folder} and a rerun computes only the rest" if folder else ""
         lines = [f"  cell {i} {json.dumps(_plain(cells[i], 'cell'))[:200]}: {errors[i]}" for i in sorted(errors)]
         raise SweepError(f"{len(errors)} of {len(cells)} cells of {_qualname(cell_fn)} failed on {label} "
-                         f"after {retries + 1} tries{where}:\n" + "\n".join(lines))
+                         f"after {retries + 1} tr{'y' if retries == 0 else 'ies'}{where}:\n" + "\n".join(lines))
     return SweepResult(executor=label, values=values, devices=devices, keys=keys, jobs=jobs, skipped=skipped,
                        seconds=time.perf_counter() - start, failed=errors)
 

@@ -1,4 +1,5 @@
-"""``python -m madlib.figures list | build [NAME ...] --profile P [--out DIR] | gallery [--out SITE]``."""
+"""``python -m madlib.figures list | build [NAME ...] --profile P [--out DIR] [--executor local|submitit|ray]
+| gallery [--out SITE]``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="NAME=VALUE", help="override a parameter of every selected figure")
     b.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     b.add_argument("--dry-run", action="store_true", help="print the checked parameters and run nothing")
+    b.add_argument("--executor", default="local", choices=("local", "submitit", "ray"),
+                   help="local: the notebooks run here one after another (default); submitit (Slurm, or "
+                        "cluster=local) or ray: each figure is its own job (docs/cluster.md)")
+    b.add_argument("-o", "--executor-option", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+                   help="an option of the executor, e.g. cluster=local, local_workers=2, partition=gpu, "
+                        "gpus_per_task=1, address=auto, num_gpus=1, config=sweep.yaml (madlib.sweep.OPTIONS)")
     g = sub.add_parser("gallery", help="re-render the static results site and CLAIMS.md from the committed JSONs "
                                        "(runs nothing)")
     g.add_argument("--out", help="site folder (default: figures/site)")
@@ -76,11 +83,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(entry.name, json.dumps(resolve_figure(entry, args.profile, overrides)))
             return 0
         results = build(args.names, profile=args.profile, out_dir=args.out, executed_dir=args.executed,
-                        overrides=overrides, manifest=args.manifest, quiet=args.quiet)
+                        overrides=overrides, manifest=args.manifest, quiet=args.quiet, executor=args.executor,
+                        executor_options=dict(args.executor_option))
     except (ParameterError, ManifestError, GalleryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0 if all(r.ok for r in results) else 1
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        print(f"failed figures: {', '.join(failed)}", file=sys.stderr)
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":
