@@ -43,6 +43,7 @@ import copy
 import hashlib
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -59,10 +60,10 @@ from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.training import train_ensemble
 from madlib.diffusion.unet import UNet
 
-__all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "first_n_balanced",
+__all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "first_n_balanced", "first_n_index",
            "source_labels", "pooled_training_set", "casd_train", "dm_train", "sda_train", "train_method",
            "heun_sample", "casd_sample", "sample_method", "train_source", "synthetic_set", "cached_fit",
-           "sample_metrics", "cache_key"]
+           "sample_metrics", "cache_key", "run_method"]
 
 PIXEL_RANGE = (-1.0, 1.0)
 REAL, SYNTHETIC = 0, 1  # CASD Sec. 3.2: y_r = 0, y_s = 1
@@ -138,10 +139,10 @@ class Fit:
 
 # --- Data ----------------------------------------------------------------------------------------------------
 
-def first_n_balanced(images: torch.Tensor, labels: torch.Tensor, n: int, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
+def first_n_index(labels: torch.Tensor, n: int, classes=None) -> torch.Tensor:
     # CASD Sec. 4 (paper-targets CASD-0): real data = the first n samples, class-balanced (n / K per class)
-    """The first n // K images of each class in ``classes`` (default: all), in storage order, plus one more for
-    the first n mod K classes; images [N, C, H, W], labels [N] -> (images [n, ...], labels [n])."""
+    """Indices [n] of the first n // K images of each class in ``classes`` (default: all), in storage order, plus
+    one more for the first n mod K classes."""
     n = check_int("n", n, minimum=1)
     labels_np = torch.as_tensor(labels).numpy()
     classes = sorted(set(labels_np.tolist())) if classes is None else [int(c) for c in classes]
@@ -153,7 +154,12 @@ def first_n_balanced(images: torch.Tensor, labels: torch.Tensor, n: int, classes
         if count > len(rows):
             raise ValueError(f"n = {n} needs {count} images of class {c}; the split holds {len(rows)}")
         idx.append(rows[:count])
-    idx = torch.as_tensor(np.concatenate(idx))
+    return torch.as_tensor(np.concatenate(idx))
+
+
+def first_n_balanced(images: torch.Tensor, labels: torch.Tensor, n: int, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [n, ...], labels [n]) at :func:`first_n_index`: the real set D_r of a CASD cell."""
+    idx = first_n_index(labels, n, classes)
     return images[idx], labels[idx]
 
 
@@ -389,3 +395,18 @@ def sample_metrics(images: torch.Tensor, reference_images: torch.Tensor, lenet, 
             "density": dc.density, "coverage": dc.coverage,
             "class_shares": class_shares(images, lenet, num_classes), "n_fake": int(images.shape[0]),
             "n_real": int(reference_images.shape[0])}
+
+
+def run_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, settings: EDMSettings, seed: int, *,
+               reference: torch.Tensor, lenet, eval_samples: int, eval_seed: int, cache_dir=None,
+               progress: bool = False) -> dict:
+    """One cell of a CASD table: train ``method`` (or load it from the cache), draw ``eval_samples`` images with
+    the shared Heun sampler and fixed noise ``eval_seed``, and measure them against ``reference``
+    (:func:`sample_metrics`). Returns ``{"metrics", "images", "train_seconds", "images_per_s",
+    "sample_seconds", "from_cache"}`` (train times are None for a cached fit)."""
+    fit = train_method(method, real, synthetic, settings, seed, cache_dir=cache_dir, progress=progress)
+    start = time.perf_counter()
+    images = sample_method(method, fit, eval_samples, settings, eval_seed)
+    sample_seconds = time.perf_counter() - start
+    return {"metrics": sample_metrics(images, reference, lenet), "images": images, "train_seconds": fit.train_seconds,
+            "images_per_s": fit.images_per_s, "sample_seconds": sample_seconds, "from_cache": fit.from_cache}
