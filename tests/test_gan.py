@@ -223,3 +223,31 @@ def test_conv_options_are_checked():
         WGANFamily("digits", **(TINY | dict(architecture="resnet")))
     with pytest.raises(ValueError, match="critic_norm"):
         WGANFamily("digits", **(TINY | dict(critic_norm="batch")))
+    with pytest.raises(ValueError, match="ema_decay"):
+        WGANFamily("digits", **(TINY | dict(ema_decay=1.0)))
+
+
+def test_ema_generator_is_the_warmed_up_moving_average_of_the_trained_one(monkeypatch):
+    import madlib.models.gan as gan
+
+    family = WGANFamily("digits", **(TINY | dict(iterations=4, ema_decay=0.9)))
+    data = family.draw_real(20, np.random.default_rng(0))
+    plain = WGANFamily("digits", **(TINY | dict(iterations=4))).fit(data)
+    start = [p.detach().clone() for p in family.networks(torch.Generator().manual_seed(data.seed))[0].parameters()]
+    calls, real_update = [], gan.ema_update
+
+    def recording(average, net, decay):
+        calls.append(([p.detach().clone() for p in net.parameters()], decay))
+        real_update(average, net, decay)
+
+    monkeypatch.setattr(gan, "ema_update", recording)
+    averaged = family.fit(data)
+    # the averaging leaves training alone: the same losses and the same final trained weights as without it
+    np.testing.assert_array_equal(plain.stats["critic_loss"], averaged.stats["critic_loss"])
+    torch.testing.assert_close(calls[-1][0], [p.detach() for p in plain.generator.parameters()], rtol=0, atol=0)
+    # decay min(0.9, (1 + i) / (10 + i)) at step i, and the recursion a <- d a + (1 - d) theta_i by hand
+    assert [d for _, d in calls] == pytest.approx([min(0.9, (1 + i) / (10 + i)) for i in range(4)])
+    expected = start
+    for weights, d in calls:
+        expected = [d * a + (1 - d) * w for a, w in zip(expected, weights)]
+    torch.testing.assert_close([p.detach() for p in averaged.generator.parameters()], expected)

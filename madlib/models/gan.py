@@ -17,7 +17,11 @@ architecture or budget; here (project choices, sized for CPUs):
   [C, H, W], as WGAN-GP's own critics use it). Images are mapped from 0..255 onto [-1, 1].
 - **Training** (WGAN-GP Algorithm 1): ``n_critic`` critic steps per generator step, penalty weight
   ``gp_weight`` = 10, Adam with ``lr`` and betas (0, 0.9), budget ``iterations`` generator steps per
-  generation, every generation from scratch (MAD Sec. 3 trains each generation anew).
+  generation, every generation from scratch (MAD Sec. 3 trains each generation anew). With ``ema_decay``
+  > 0 the generator that samples is an exponential moving average of the trained one's weights (Yazici et
+  al. 2019, "The unusual effectiveness of averaging in GAN training"; project choice against the
+  oscillation of short GAN runs), with decay min(ema_decay, (1 + i) / (10 + i)) at generator step i so
+  that the initial weights are forgotten early; batch-norm statistics are copied from the trained one.
 - **Samples** are quantised to uint8 (what the next generation trains on, as saving them does).
 - **Metrics** (``summary``): FID, precision and recall (k = 5) on LeNet features of ``eval_samples``
   samples (fixed latents) against the held-out split, as MAD's MNIST figures use; an unconditional GAN
@@ -32,6 +36,7 @@ samples), so ``records["fid"]`` is [G, R] and claims can ask that every run agre
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -44,6 +49,7 @@ from torch import nn
 
 from madlib._checks import check_choice, check_int, check_interval, resolve_device
 from madlib.data.images import DATASETS, from_uint8, load_images, to_uint8
+from madlib.diffusion.training import ema_update
 
 __all__ = ["ARCHITECTURES", "ConvCritic", "ConvGenerator", "EnsembleNet", "GanData", "GanModel", "WGANFamily",
            "gradient_penalty", "wgan_gp_critic_loss"]
@@ -232,6 +238,7 @@ class WGANFamily:
             (conv critic only).
         latent_dim, width, depth: the networks (module docstring; ``depth`` is the MLPs' only).
         iterations: generator steps per generation; ``n_critic`` critic steps each (WGAN-GP: 5).
+        ema_decay: in [0, 1); 0 samples from the trained generator itself, > 0 from its moving average.
         gp_weight: lambda of the penalty (WGAN-GP: 10); ``lr``, ``beta1``, ``beta2``: Adam (WGAN-GP: 1e-4, 0, 0.9).
         batch_size: images per step and member.
         eval_samples, eval_seed: the samples ``summary`` measures (the same latents every generation).
@@ -244,7 +251,8 @@ class WGANFamily:
                  root: str | os.PathLike | None = None, architecture: str = "mlp",
                  critic_norm: str = "none", latent_dim: int = 32, width: int = 256, depth: int = 2,
                  iterations: int = 2000, n_critic: int = 5, gp_weight: float = 10.0, batch_size: int = 64,
-                 lr: float = 1e-4, beta1: float = 0.0, beta2: float = 0.9, eval_samples: int = 500,
+                 lr: float = 1e-4, beta1: float = 0.0, beta2: float = 0.9, ema_decay: float = 0.0,
+                 eval_samples: int = 500,
                  eval_seed: int = 0, keep_samples: int = 0, lenet="default", device: str = "cpu"):
         self.dataset = check_choice("dataset", dataset, DATASETS)
         self.runs = check_int("runs", runs, minimum=1)
@@ -260,6 +268,7 @@ class WGANFamily:
         self.lr = check_interval("lr", lr, 0.0, math.inf, low_open=True, high_open=True)
         self.betas = (check_interval("beta1", beta1, 0.0, 1.0, high_open=True),
                       check_interval("beta2", beta2, 0.0, 1.0, high_open=True))
+        self.ema_decay = check_interval("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
         self.eval_samples = check_int("eval_samples", eval_samples, minimum=6,
                                       why="precision and recall use the 5th nearest neighbour")
         self.eval_seed = check_int("eval_seed", eval_seed, minimum=0)
@@ -279,6 +288,7 @@ class WGANFamily:
                 "architecture": self.architecture, "critic_norm": self.critic_norm, "latent_dim": self.latent_dim,
                 "width": self.width, "depth": self.depth, "iterations": self.iterations, "n_critic": self.n_critic,
                 "gp_weight": self.gp_weight, "batch_size": self.batch_size, "lr": self.lr, "betas": list(self.betas),
+                "ema_decay": self.ema_decay,
                 "eval_samples": self.eval_samples, "eval_seed": self.eval_seed, "lenet": str(self.lenet)}
 
     def fingerprint(self) -> str:
@@ -338,8 +348,9 @@ class WGANFamily:
         opt_g = torch.optim.Adam(gen.parameters(), lr=self.lr, betas=self.betas)
         opt_c = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=self.betas)
         rows = torch.arange(self.runs, device=self.device)[:, None]
+        average = copy.deepcopy(gen) if self.ema_decay > 0 else None
         start = time.perf_counter()
-        for _ in range(self.iterations):
+        for i in range(self.iterations):
             for _ in range(self.n_critic):
                 idx = torch.randint(0, n, (self.runs, batch), generator=g).to(self.device)
                 z = torch.randn(self.runs, batch, self.latent_dim, generator=g).to(self.device)
@@ -355,7 +366,13 @@ class WGANFamily:
             opt_g.zero_grad(set_to_none=True)
             loss_g.sum().backward()  # the critic's gradients are cleared before its next step
             opt_g.step()
+            if average is not None:
+                ema_update(average, gen, min(self.ema_decay, (1 + i) / (10 + i)))
+                with torch.no_grad():
+                    for kept, live in zip(average.buffers(), gen.buffers()):
+                        kept.copy_(live)
         seconds = time.perf_counter() - start
+        gen = gen if average is None else average
         gen.eval().requires_grad_(False)
         stats = {"seconds": seconds, "generator_steps": self.iterations, "critic_steps": self.iterations * self.n_critic,
                  "images_per_s": self.iterations * (self.n_critic + 1) * batch * self.runs / max(seconds, 1e-9),
