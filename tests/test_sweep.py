@@ -229,3 +229,18 @@ def _tiny_figures(root: Path) -> Path:
         f"  {n}:\n    notebook: {n}.ipynb\n    experiments: [MAD-1]\n    title: t\n"
         "    profiles: {smoke: {}, default: {}, paper: {}}\n" for n in ("bad", "good")))
     return root / "figures.yaml"
+
+
+def test_options_come_from_a_config_file_below_explicit_ones(monkeypatch, tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("submitit: {cluster: debug, timeout_min: 5}\nray: {num_gpus: 1}\n")
+    monkeypatch.setenv("MADLIB_SWEEP_CONFIG", str(config))
+    out = sweep(probe, [dict(index=1)], executor="submitit", options={"folder": str(tmp_path / "jobs")}, progress=False)
+    assert out.executor == "submitit/debug" and out.values[0]["square"] == 1
+    from madlib.sweep import check_executor
+
+    assert check_executor("submitit", {"timeout_min": 9})["timeout_min"] == 9
+    assert check_executor("ray")["num_gpus"] == 1
+    config.write_text("slurm: {partition: gpu}\n")
+    with pytest.raises(SweepError, match=r"must map executor names \['local', 'submitit', 'ray'\]"):
+        check_executor("submitit")
