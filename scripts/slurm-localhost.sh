@@ -23,8 +23,9 @@ fi
 
 stop() {
   for pidfile in /run/slurmd-localhost.pid /run/slurmctld-localhost.pid /run/munge/munged.pid; do
-    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      kill "$(cat "$pidfile")" && echo "stopped $(basename "$pidfile" .pid) ($(cat "$pidfile"))"
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" && echo "stopped $(basename "$pidfile" .pid) ($pid)"
     fi
   done
 }
