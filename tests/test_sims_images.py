@@ -52,13 +52,13 @@ def test_snapshots_along_the_budget_equal_separate_fine_tunes_and_leave_the_base
 def test_the_base_model_cache_reuses_only_identical_inputs(models, tmp_path):
     images = models[0]
     first = train_base(images, CONFIG, images_seen=128, seed=4, cache_dir=tmp_path)
-    assert first.stats is not None and len(list(tmp_path.glob("base_*.pt"))) == 1
+    assert first.stats is not None and len(list(tmp_path.glob("base-*.pt"))) == 1
     again = train_base(images, CONFIG, images_seen=128, seed=4, cache_dir=tmp_path)
     assert again.stats is None and _same_weights(first.net, again.net)  # read back, not retrained
     other = train_base(images, SIMSConfig(**{**CONFIG.settings(), "channel_mults": (1, 2), "lr": 1e-3}),
                        images_seen=128, seed=4, cache_dir=tmp_path)
     assert other.stats is not None and not _same_weights(first.net, other.net)
-    assert len(list(tmp_path.glob("base_*.pt"))) == 2 and not list(tmp_path.glob("*.tmp*"))
+    assert len(list(tmp_path.glob("base-*.pt"))) == 2 and not list(tmp_path.glob("*.tmp*"))
 
 
 def test_freeze_encoder_trains_only_the_decoder(models):

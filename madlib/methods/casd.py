@@ -30,7 +30,7 @@ n here, as CASD's EDM sources saw all of CIFAR-10); a *biased* source is trained
 upscaled to the same size (an off-style set: thicker, blockier strokes; project choice). CASD-2's mismatched
 sources are trained on class subsets (0-9, 2-9, 2-7) of the MNIST 5k training split.
 
-**Disk cache** (:func:`cached_fit`): every trained network (sources and the methods' fits) and every synthetic
+**Disk cache** (:func:`madlib.diffusion.cache.cached_fit`): every trained network (sources and the methods' fits) and every synthetic
 set is stored under ``cache_dir`` in a file named by the SHA-256 of everything that changes it (the role, the
 training settings, the data's bytes, the seed); the file also holds those settings, and a file whose stored
 settings differ from the asked ones is never used. Files are written atomically (:func:`madlib._io.atomic_path`),
@@ -40,20 +40,16 @@ so an interrupted build leaves either the whole file or none. ``cache_dir=None``
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from madlib._checks import check_choice, check_int, check_interval, resolve_device
-from madlib._io import atomic_path
 from madlib.data.images import from_uint8, load_images, to_uint8
+from madlib.diffusion.cache import cache_key, cached_fit
 from madlib.diffusion.losses import EDMPrecond, edm_loss
 from madlib.diffusion.samplers import edm_heun_sampler
 from madlib.diffusion.schedules import edm_sigma_steps
@@ -67,7 +63,6 @@ __all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "
 
 PIXEL_RANGE = (-1.0, 1.0)
 REAL, SYNTHETIC = 0, 1  # CASD Sec. 3.2: y_r = 0, y_s = 1
-_CACHE_FORMAT = "madlib-casd-cache-v1"
 
 
 @dataclass(frozen=True)
@@ -178,45 +173,6 @@ def pooled_training_set(real: torch.Tensor, synthetic: torch.Tensor | None) -> t
         raise ValueError(f"real and synthetic images must share [C, H, W]; got {tuple(real.shape[1:])} and "
                          f"{tuple(synthetic.shape[1:])}")
     return torch.cat([real, synthetic]), source_labels(len(real), len(synthetic))
-
-
-# --- The disk cache ------------------------------------------------------------------------------------------
-
-def cache_key(role: str, settings: dict, *arrays: torch.Tensor) -> str:
-    """SHA-256 of the role, the settings (JSON, sorted keys) and the arrays' bytes: a fit's identity."""
-    h = hashlib.sha256(json.dumps({"role": role, **settings}, sort_keys=True).encode())
-    for a in arrays:
-        a = torch.as_tensor(a).contiguous()
-        h.update(str((a.dtype, tuple(a.shape))).encode())
-        h.update(a.numpy().tobytes())
-    return h.hexdigest()
-
-
-def _cache_file(cache_dir, role: str, key: str) -> Path | None:
-    return None if cache_dir is None else Path(cache_dir) / f"{role}-{key[:20]}.pt"
-
-
-def cached_fit(cache_dir, role: str, settings: dict, key: str, build: Callable[[], dict]) -> tuple[dict, bool]:
-    """The payload (a dict of tensors and numbers) stored under ``key``, or ``build()``'s, written atomically.
-
-    A stored file is used only if its format, key and settings all equal the asked ones (a file with other
-    settings is rebuilt and overwritten, never reused). Returns (payload, loaded_from_cache).
-    """
-    path = _cache_file(cache_dir, role, key)
-    if path is not None and path.exists():
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a foreign or damaged file: rebuild it
-            stored = None
-        if (isinstance(stored, dict) and stored.get("format") == _CACHE_FORMAT and stored.get("key") == key
-                and stored.get("settings") == json.loads(json.dumps(settings))):
-            return stored["payload"], True
-    payload = build()
-    if path is not None:
-        with atomic_path(path) as tmp:
-            torch.save({"format": _CACHE_FORMAT, "key": key, "settings": json.loads(json.dumps(settings)),
-                        "payload": payload}, tmp)
-    return payload, False
 
 
 # --- Training: Algorithm 1 and the baselines -----------------------------------------------------------------

@@ -24,12 +24,9 @@ MNIST). Network evaluations (NFE) per image: 2 * steps - 1 for Heun; SIMS double
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -37,6 +34,7 @@ import torch
 
 from madlib._checks import check_int, check_interval, resolve_device
 from madlib.data.images import from_uint8, to_uint8
+from madlib.diffusion.cache import cache_key, cached_fit
 from madlib.diffusion.guidance import check_weight, constant_weight, interval_weight
 from madlib.diffusion.losses import EDMPrecond, edm_denoise, edm_loss
 from madlib.diffusion.samplers import edm_heun_sampler
@@ -137,44 +135,34 @@ def _fit(net: torch.nn.Module, images: torch.Tensor, config: SIMSConfig, images_
     return average.eval().requires_grad_(False), stats, snapshots
 
 
-def _cache_key(config: SIMSConfig, images: torch.Tensor, images_seen: int, seed: int) -> str:
-    from madlib import __version__
-
-    h = hashlib.sha256(json.dumps({"config": config.settings(), "images_seen": images_seen, "seed": seed,
-                                   "madlib": __version__, "what": "sims.train_base"}, sort_keys=True).encode())
-    h.update(images.numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
 def train_base(images: torch.Tensor, config: SIMSConfig, *, images_seen: int, seed: int, device: str = "cpu",
                cache_dir: str | os.PathLike | None = None, progress: bool = False) -> SIMSModel:
     # SIMS Algorithm 1, step 1: train the base model on the real set D
     """A class-unconditional EDM denoiser trained from scratch on uint8 ``images`` [N, C, H, W].
 
-    With ``cache_dir``, the EMA weights are kept in ``<cache_dir>/base_<key>.pt`` (written atomically), keyed by
-    the config, the budget, the seed, madlib's version and the images' bytes: a later call with the same inputs
-    reads them instead of training; any other input trains anew.
+    With ``cache_dir``, the EMA weights are kept in ``<cache_dir>/base-<key>.pt`` (:func:`madlib.diffusion.cache.cached_fit`:
+    written atomically, keyed by the config, the budget, the seed, madlib's version and the images' bytes): a later
+    call with the same inputs reads them instead of training (``stats`` is then None); any other input trains anew.
     """
     _check_images("images", images, config)
     images_seen = check_int("images_seen", images_seen, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     device = resolve_device("device", device)
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"base_{_cache_key(config, images, images_seen, seed)}.pt"
-        if path.exists():
-            net = _new_denoiser(config, 0, device)
-            net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-            return SIMSModel(net.eval().requires_grad_(False), images_seen, None)
-    g = torch.Generator().manual_seed(seed)
-    net = _new_denoiser(config, int(torch.randint(2**31, (1,), generator=g)), device)
-    average, stats, _ = _fit(net, images, config, images_seen, g, device, progress=progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(average.state_dict(), tmp)
-        os.replace(tmp, path)  # a partly written file never passes for a whole one
-    return SIMSModel(average, images_seen, stats)
+    from madlib import __version__
+
+    settings = {"config": config.settings(), "images_seen": images_seen, "seed": seed, "madlib": __version__}
+    stats = {}
+
+    def build() -> dict:
+        g = torch.Generator().manual_seed(seed)
+        net = _new_denoiser(config, int(torch.randint(2**31, (1,), generator=g)), device)
+        average, stats["fit"], _ = _fit(net, images, config, images_seen, g, device, progress=progress)
+        return {"state": {k: v.cpu() for k, v in average.state_dict().items()}}
+
+    payload, _ = cached_fit(cache_dir, "base", settings, cache_key("base", settings, images), build)
+    net = _new_denoiser(config, 0, device)
+    net.load_state_dict(payload["state"])
+    return SIMSModel(net.eval().requires_grad_(False), images_seen, stats.get("fit"))
 
 
 def _latents(n: int, config: SIMSConfig, seed: int) -> torch.Tensor:
