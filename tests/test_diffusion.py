@@ -167,3 +167,25 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"lam must lie in \(0, 1\]"):
         w_from_lam(0.0)
     assert np.isfinite(lam_from_w(0.0))
+
+
+def test_edm_config_is_the_one_settings_class_of_sims_and_casd():
+    from madlib.diffusion.config import EDMConfig
+    from madlib.methods.casd import EDMSettings
+    from madlib.methods.sims import SIMSConfig
+
+    assert issubclass(SIMSConfig, EDMConfig) and issubclass(EDMSettings, EDMConfig)
+    assert SIMSConfig().warmup == 5000 and EDMSettings().warmup == 0
+    casd = EDMSettings(images_seen=1000, sample_steps=5)
+    # the cache key's part: the network and optimiser, never the sampler or the device
+    assert "images_seen" in casd.training() and not {"sample_steps", "rho", "device"} & set(casd.training())
+    assert casd.network_evaluations() == SIMSConfig(sample_steps=5).heun_evaluations() == 9
+    assert torch.equal(casd.sigmas(), SIMSConfig(sample_steps=5).sigmas())
+    a, b = EDMConfig(base_channels=8).network(seed=3), EDMConfig(base_channels=8).network(seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with_source = EDMConfig(base_channels=8).network(seed=3, num_sources=2)
+    assert sum(p.numel() for p in with_source.parameters()) > sum(p.numel() for p in a.parameters())
+    with pytest.raises(ValueError, match="base_channels"):
+        EDMConfig(base_channels=4)
+    with pytest.raises(ValueError, match="lr"):
+        SIMSConfig(lr=0.0)

@@ -13,5 +13,8 @@
   exponential decay, SIMS's interval), lambda <-> w <-> CFG conversions
 - ``training``: train_ensemble (budget in samples seen, warm-up and cosine decay, EMA, checkpoints that resume
   with the same numbers), finetune_copy, ema_update
+- ``config``: EDMConfig, the settings of an EDM-preconditioned U-Net, its optimiser and Heun sampler (SIMS's
+  and CASD's settings extend it)
+- ``cache``: cache_key / cached_fit, the atomic disk cache of trained networks keyed by their settings
 - ``lora``: LoRA fine-tuning through peft (lora_copy, finetune_lora, merge_lora; optional extra ``lora``)
 """

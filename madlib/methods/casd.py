@@ -40,21 +40,19 @@ so an interrupted build leaves either the whole file or none. ``cache_dir=None``
 from __future__ import annotations
 
 import copy
-import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from madlib._checks import check_choice, check_int, check_interval, resolve_device
+from madlib._checks import check_choice, check_int, resolve_device
 from madlib.data.images import from_uint8, load_images, to_uint8
 from madlib.diffusion.cache import cache_key, cached_fit
+from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.losses import EDMPrecond, edm_loss
 from madlib.diffusion.samplers import edm_heun_sampler
-from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.training import train_ensemble
-from madlib.diffusion.unet import UNet
 
 __all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "first_n_balanced", "first_n_index",
            "source_labels", "pooled_training_set", "casd_train", "dm_train", "sda_train", "train_method",
@@ -66,56 +64,29 @@ REAL, SYNTHETIC = 0, 1  # CASD Sec. 3.2: y_r = 0, y_s = 1
 
 
 @dataclass(frozen=True)
-class EDMSettings:
+class EDMSettings(EDMConfig):
     """The network, training budget and sampler shared by DM, SDA, CASD and the sources (project-sized).
 
-    image_size, image_channels: images [C, H, W]; base_channels, channel_mults, num_res_blocks: the U-Net.
-    images_seen: training budget per fit (steps = ceil(images_seen / batch)); batch_size, lr (Adam),
-    ema_decay (the EMA copy samples), warmup (images seen of linear warm-up).
-    sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (Eq. 5 of EDM); Heun costs 2 steps - 1 NFE.
-    sample_batch: images per sampler call. device: where the networks train and sample.
+    :class:`~madlib.diffusion.config.EDMConfig`'s network, optimiser and sampler fields, plus images_seen (the
+    training budget per fit; steps = ceil(images_seen / batch)) and device (where the networks train and sample).
     """
 
-    image_size: int = 14
-    image_channels: int = 1
-    base_channels: int = 16
-    channel_mults: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 1
     images_seen: int = 24_000
-    batch_size: int = 64
-    lr: float = 2e-3
-    ema_decay: float = 0.99
-    warmup: int = 0
-    sample_steps: int = 12
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
-    sample_batch: int = 500
     device: str = "cpu"
 
     def __post_init__(self):
-        check_int("image_size", self.image_size, minimum=4)
-        check_int("base_channels", self.base_channels, minimum=1)
+        super().__post_init__()
         check_int("images_seen", self.images_seen, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_interval("lr", self.lr, 0.0, math.inf, low_open=True, high_open=True)
-        check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
-        check_int("sample_steps", self.sample_steps, minimum=2)
-        check_int("sample_batch", self.sample_batch, minimum=1)
-        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
         object.__setattr__(self, "device", resolve_device("device", self.device))
 
     def training(self) -> dict:
         """The settings a fit depends on (the cache key's part; the sampler's and the device's are not)."""
         skip = ("sample_steps", "sigma_min", "sigma_max", "rho", "sample_batch", "device")
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}
-
-    def sigmas(self) -> torch.Tensor:
-        return edm_sigma_steps(self.sample_steps, self.sigma_min, self.sigma_max, self.rho)
+        return {k: v for k, v in self.settings().items() if k not in skip}
 
     def network_evaluations(self) -> int:
         """Network evaluations per image of one Heun chain (Algorithm 2: no correction at the last step)."""
-        return 2 * self.sample_steps - 1
+        return self.heun_evaluations()
 
 
 @dataclass
@@ -179,10 +150,7 @@ def pooled_training_set(real: torch.Tensor, synthetic: torch.Tensor | None) -> t
 
 def _new_denoiser(settings: EDMSettings, conditional: bool, seed: int) -> EDMPrecond:
     # CASD App. A.2 (project-sized): conv stem, source embedding -> SiLU MLP (CASD only), U-Net; EDM Table 1 preconditioning
-    net = UNet(settings.image_channels, settings.image_size, settings.base_channels, settings.channel_mults,
-               num_classes=0, num_sources=2 if conditional else 0, num_res_blocks=settings.num_res_blocks,
-               seed=seed, device=settings.device)
-    return EDMPrecond(net)
+    return settings.network(seed, settings.device, num_sources=2 if conditional else 0)
 
 
 def _fit(role: str, images: torch.Tensor, sources: torch.Tensor | None, settings: EDMSettings, seed: int,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -35,10 +35,10 @@ import torch
 from madlib._checks import check_int, check_interval, resolve_device
 from madlib.data.images import from_uint8, to_uint8
 from madlib.diffusion.cache import cache_key, cached_fit
+from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.guidance import check_weight, constant_weight, interval_weight
 from madlib.diffusion.losses import EDMPrecond, edm_denoise, edm_loss
 from madlib.diffusion.samplers import edm_heun_sampler
-from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.training import TrainStats, train_ensemble
 from madlib.diffusion.unet import UNet
 
@@ -49,40 +49,11 @@ PIXEL_RANGE = (-1.0, 1.0)
 
 
 @dataclass(frozen=True)
-class SIMSConfig:
+class SIMSConfig(EDMConfig):
     """The network and the training settings the base model and the auxiliary fine-tune share (S:339: "the same
-    training hyperparameters"), and the Heun sampler's sigma grid (EDM Eq. 5)."""
+    training hyperparameters"), and the Heun sampler's sigma grid (EDM Eq. 5): :class:`EDMConfig` with a warm-up."""
 
-    image_size: int = 14
-    image_channels: int = 1
-    base_channels: int = 16
-    channel_mults: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 1
-    batch_size: int = 64
-    lr: float = 2e-3
     warmup: int = 5000
-    ema_decay: float = 0.99
-    sample_steps: int = 12
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
-    sample_batch: int = 500
-
-    def __post_init__(self):
-        check_int("image_size", self.image_size, minimum=4)
-        check_int("base_channels", self.base_channels, minimum=8, why="GroupNorm(8) needs 8 channels")
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_interval("lr", self.lr, 0.0, 1.0, low_open=True)
-        check_int("warmup", self.warmup, minimum=0)
-        check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
-        check_int("sample_steps", self.sample_steps, minimum=2)
-        check_int("sample_batch", self.sample_batch, minimum=1)
-
-    def settings(self) -> dict:
-        return {**asdict(self), "channel_mults": list(self.channel_mults)}
-
-    def sigmas(self) -> torch.Tensor:
-        return edm_sigma_steps(self.sample_steps, self.sigma_min, self.sigma_max, self.rho)
 
 
 @dataclass
@@ -104,9 +75,7 @@ def network_evaluations(config: SIMSConfig, guided: bool, guide_from: int = 0) -
 
 
 def _new_denoiser(config: SIMSConfig, seed: int, device) -> EDMPrecond:
-    return EDMPrecond(UNet(config.image_channels, config.image_size, base_channels=config.base_channels,
-                           channel_mults=config.channel_mults, num_classes=0, num_res_blocks=config.num_res_blocks,
-                           seed=seed, device=device))
+    return config.network(seed, device)
 
 
 def _check_images(name: str, images: torch.Tensor, config: SIMSConfig) -> None:

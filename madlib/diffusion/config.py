@@ -1,0 +1,76 @@
+"""One settings class for an EDM-preconditioned U-Net: its network, optimiser and Heun sampler.
+
+SIMS (:class:`madlib.methods.sims.SIMSConfig`) and CASD (:class:`madlib.methods.casd.EDMSettings`) extend it; the
+fields here are exactly the ones both had, so the cache keys of either (built from their ``settings()`` /
+``training()`` dicts) did not change when they moved here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from madlib._checks import check_int, check_interval
+from madlib.diffusion.losses import EDMPrecond
+from madlib.diffusion.schedules import edm_sigma_steps
+from madlib.diffusion.unet import UNet
+
+__all__ = ["EDMConfig"]
+
+
+@dataclass(frozen=True)
+class EDMConfig:
+    """image_size, image_channels: images [C, H, W]; base_channels, channel_mults, num_res_blocks: the U-Net.
+    batch_size, lr (Adam), warmup (images seen of linear warm-up), ema_decay (the EMA copy samples).
+    sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (EDM Eq. 5); sample_batch: images per sampler call.
+    """
+
+    image_size: int = 14
+    image_channels: int = 1
+    base_channels: int = 16
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 0
+    ema_decay: float = 0.99
+    sample_steps: int = 12
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    sample_batch: int = 500
+
+    def __post_init__(self):
+        check_int("image_size", self.image_size, minimum=4)
+        check_int("image_channels", self.image_channels, minimum=1)
+        check_int("base_channels", self.base_channels, minimum=8, why="GroupNorm(8) needs 8 channels")
+        check_int("num_res_blocks", self.num_res_blocks, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_interval("lr", self.lr, 0.0, 1.0, low_open=True)
+        check_int("warmup", self.warmup, minimum=0)
+        check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        check_int("sample_steps", self.sample_steps, minimum=2)
+        check_int("sample_batch", self.sample_batch, minimum=1)
+        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+
+    def settings(self) -> dict:
+        """Every field as plain JSON data (channel_mults as a list)."""
+        return {**asdict(self), "channel_mults": list(self.channel_mults)}
+
+    def sigmas(self) -> torch.Tensor:
+        return edm_sigma_steps(self.sample_steps, self.sigma_min, self.sigma_max, self.rho)
+
+    def heun_evaluations(self) -> int:
+        """Network evaluations per image of one Heun chain: 2 * steps - 1 (no correction at the last step)."""
+        return 2 * self.sample_steps - 1
+
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_channels, self.image_size, self.image_size)
+
+    def network(self, seed: int, device="cpu", num_sources: int = 0) -> EDMPrecond:
+        """A fresh class-unconditional U-Net (initialised from ``seed``) in EDM preconditioning (EDM Table 1);
+        ``num_sources`` > 0 adds CASD's second label, the data source."""
+        return EDMPrecond(UNet(self.image_channels, self.image_size, self.base_channels, self.channel_mults,
+                               num_classes=0, num_sources=num_sources, num_res_blocks=self.num_res_blocks,
+                               seed=seed, device=device))
