@@ -49,6 +49,14 @@ def test_profiles_and_defaults_pass_the_parameter_checks(name):
         json.dumps(params)
 
 
+def test_a_relative_folder_parameter_is_relative_to_where_build_was_called(tmp_path, monkeypatch):
+    # the notebooks run in notebooks/, so the runner must pass such folders as absolute paths
+    monkeypatch.chdir(tmp_path)
+    params = resolve_figure(MANIFEST["casd_1_effective_data"], "smoke", {"cache_dir": "build/casd"})
+    assert params["cache_dir"] == str(tmp_path / "build" / "casd") and params["profile"] == "custom"
+    assert resolve_figure(MANIFEST["casd_1_effective_data"], "smoke", {"cache_dir": None})["cache_dir"] is None
+
+
 def test_cli_rejects_bad_parameters_before_running(capsys):
     assert main(["build", "mad_1_gaussian_collapse", "--profile", "smoke", "-p", "runs=-3"]) == 2
     assert "parameter runs: -3 is out of range" in capsys.readouterr().err

@@ -34,6 +34,8 @@ def resolve_figure(entry: FigureEntry, profile: str, overrides: dict[str, Any] |
     if profile not in entry.profiles:
         raise ParameterError(f"profile must be one of {list(entry.profiles)}; got {profile!r}")
     params = resolve_parameters(specs, {**entry.profiles[profile], **(overrides or {})}, entry.name)
+    # notebooks run in notebooks/: a relative folder (cache_dir=build/x) means one relative to where build was called
+    params |= {k: str(Path(v).resolve()) for k, v in params.items() if k.endswith("_dir") and isinstance(v, str)}
     params["profile"] = profile if not overrides else "custom"
     return params
 
