@@ -79,7 +79,7 @@ def _new_denoiser(config: SIMSConfig, seed: int, device) -> EDMPrecond:
 
 
 def _check_images(name: str, images: torch.Tensor, config: SIMSConfig) -> None:
-    shape = (config.image_channels, config.image_size, config.image_size)
+    shape = config.image_shape()
     if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape or len(images) < 1:
         raise ValueError(f"{name} must be uint8 images [n >= 1, {', '.join(map(str, shape))}]; got "
                          f"{images.dtype} {tuple(images.shape)}")
