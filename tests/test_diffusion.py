@@ -179,7 +179,7 @@ def test_edm_config_is_the_one_settings_class_of_sims_and_casd():
     casd = EDMSettings(images_seen=1000, sample_steps=5)
     # the cache key's part: the network and optimiser, never the sampler or the device
     assert "images_seen" in casd.training() and not {"sample_steps", "rho", "device"} & set(casd.training())
-    assert casd.network_evaluations() == SIMSConfig(sample_steps=5).heun_evaluations() == 9
+    assert casd.network_evaluations() == SIMSConfig(sample_steps=5).network_evaluations() == 9
     assert torch.equal(casd.sigmas(), SIMSConfig(sample_steps=5).sigmas())
     a, b = EDMConfig(base_channels=8).network(seed=3), EDMConfig(base_channels=8).network(seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))

@@ -61,8 +61,9 @@ class EDMConfig:
     def sigmas(self) -> torch.Tensor:
         return edm_sigma_steps(self.sample_steps, self.sigma_min, self.sigma_max, self.rho)
 
-    def heun_evaluations(self) -> int:
-        """Network evaluations per image of one Heun chain: 2 * steps - 1 (no correction at the last step)."""
+    def network_evaluations(self) -> int:
+        """Network evaluations per image of one unguided Heun chain: 2 * steps - 1 (no correction at the last
+        step; CASD Algorithm 2). SIMS's guided count is :func:`madlib.methods.sims.network_evaluations`."""
         return 2 * self.sample_steps - 1
 
     def image_shape(self) -> tuple[int, int, int]:

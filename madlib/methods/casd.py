@@ -84,10 +84,6 @@ class EDMSettings(EDMConfig):
         skip = ("sample_steps", "sigma_min", "sigma_max", "rho", "sample_batch", "device")
         return {k: v for k, v in self.settings().items() if k not in skip}
 
-    def network_evaluations(self) -> int:
-        """Network evaluations per image of one Heun chain (Algorithm 2: no correction at the last step)."""
-        return self.heun_evaluations()
-
 
 @dataclass
 class Fit:

@@ -74,10 +74,6 @@ def network_evaluations(config: SIMSConfig, guided: bool, guide_from: int = 0) -
     return sum(per_step) + (sum(per_step[check_int("guide_from", guide_from, minimum=0):]) if guided else 0)
 
 
-def _new_denoiser(config: SIMSConfig, seed: int, device) -> EDMPrecond:
-    return config.network(seed, device)
-
-
 def _check_images(name: str, images: torch.Tensor, config: SIMSConfig) -> None:
     shape = config.image_shape()
     if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape or len(images) < 1:
@@ -124,12 +120,12 @@ def train_base(images: torch.Tensor, config: SIMSConfig, *, images_seen: int, se
 
     def build() -> dict:
         g = torch.Generator().manual_seed(seed)
-        net = _new_denoiser(config, int(torch.randint(2**31, (1,), generator=g)), device)
+        net = config.network(int(torch.randint(2**31, (1,), generator=g)), device)
         average, stats["fit"], _ = _fit(net, images, config, images_seen, g, device, progress=progress)
         return {"state": {k: v.cpu() for k, v in average.state_dict().items()}}
 
     payload, _ = cached_fit(cache_dir, "base", settings, cache_key("base", settings, images), build)
-    net = _new_denoiser(config, 0, device)
+    net = config.network(0, device)
     net.load_state_dict(payload["state"])
     return SIMSModel(net.eval().requires_grad_(False), images_seen, stats.get("fit"))
 
