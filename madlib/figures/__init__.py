@@ -1,10 +1,13 @@
 """The figure runner (``python -m madlib.figures``), the manifest, parameter checks and claim records.
 
-Notebooks use :class:`FigureRecord` to write ``figures/<name>.png`` and ``figures/<name>.json``.
+Notebooks use :class:`FigureRecord` to write ``figures/<name>.png`` and ``figures/<name>.json``; a claim reads
+one of four levels (:data:`LEVELS`) from its :class:`Precondition` s and, for a comparison, its interval
+against a margin (:class:`Comparison`, intervals from :mod:`madlib.stats`).
 """
 
 from madlib.figures.checks import mean_z_score, monotone, seed_spread, seeds_agree
-from madlib.figures.record import Claim, FigureRecord, default_out_dir, write_claims_summary
+from madlib.figures.record import Claim, FigureRecord, count_levels, default_out_dir, write_claims_summary
+from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide
 
-__all__ = ["Claim", "FigureRecord", "default_out_dir", "mean_z_score", "monotone", "seed_spread", "seeds_agree",
-           "write_claims_summary"]
+__all__ = ["Claim", "Comparison", "FigureRecord", "LEVELS", "Precondition", "count_levels", "decide",
+           "default_out_dir", "mean_z_score", "monotone", "seed_spread", "seeds_agree", "write_claims_summary"]

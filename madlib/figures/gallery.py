@@ -30,7 +30,10 @@ from pathlib import Path
 
 import jinja2
 
-from madlib.figures.record import atomic_write_text, default_out_dir, repo_root
+from madlib.figures.formatting import (explanation, format_inline, format_list, format_number, format_scalar,
+                                       format_spread, interval_text, is_seed_spread, measured_lines)
+from madlib.figures.record import atomic_write_text, count_levels, default_out_dir, repo_root
+from madlib.figures.verdicts import level_of
 
 # paper prefix -> (name, page, title); titles as the papers print them
 PAPERS = {
@@ -41,115 +44,26 @@ PAPERS = {
 }
 EXPERIMENT_ID = re.compile(r"^(MAD|SIMS|CASD|RDF)-\d+$")
 CLAIM_FIELDS = {"id": str, "text": str, "source": str, "condition": str, "held": bool}
-SHORT_LIST = 8  # lists up to this length are shown whole, longer ones as first -> last
 TEMPLATES = Path(__file__).with_name("templates")
+
+
+class Counts(tuple):
+    """``(held, tested)`` of a list of claims, with every level's count in ``levels`` and the rest in words."""
+
+    def __new__(cls, claims):
+        levels = count_levels(claims)
+        counts = super().__new__(cls, (levels["held"], sum(levels.values())))
+        counts.levels = levels
+        return counts
+
+    @property
+    def others(self) -> str:
+        """``2 not held, 1 inconclusive``: the levels other than held that some claim reads."""
+        return ", ".join(f"{n} {level}" for level, n in self.levels.items() if level != "held" and n)
 
 
 class GalleryError(ValueError):
     """A figure JSON is missing a field or holds a malformed claim (the message names file and field)."""
-
-
-# ----------------------------------------------------------------------------- readable measured values
-
-def format_number(x, digits: int = 3) -> str:
-    """A number to ``digits`` significant digits, without trailing zeros (0.87, 31.5, 2930, 1.4e-25)."""
-    if x is None:
-        return "n/a"  # to_jsonable stores NaN and inf as null
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int) and abs(x) < 100_000:
-        return str(x)
-    x = float(x)
-    if x == 0:
-        return "0"
-    if 1e-3 <= abs(x) < 1e5:
-        text = f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
-        return text.rstrip("0").rstrip(".") if "." in text else text
-    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-def _is_scalar(value) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def is_seed_spread(value) -> bool:
-    """Whether ``value`` is a :func:`madlib.figures.seed_spread` dict: mean, std (min, max, seeds)."""
-    return isinstance(value, dict) and {"mean", "std"} <= set(value) <= {"mean", "std", "min", "max", "seeds"}
-
-
-def format_scalar(value) -> str:
-    if isinstance(value, str):
-        return value if value else '""'
-    return format_number(value)
-
-
-def format_list(items: list) -> str:
-    """Short lists whole ([0.87, 0.542, 0.215]), long ones as first -> last with the length."""
-    if not items:
-        return "[]"
-    if all(_is_scalar(v) for v in items):
-        if len(items) <= SHORT_LIST:
-            return "[" + ", ".join(format_scalar(v) for v in items) + "]"
-        return f"{format_scalar(items[0])} → {format_scalar(items[-1])} ({len(items)} values)"
-    if len(items) <= SHORT_LIST:  # e.g. one row per seed
-        return "[" + "; ".join(format_inline(v) for v in items) + "]"
-    return f"{format_inline(items[0])} … {format_inline(items[-1])} ({len(items)} items)"
-
-
-def format_spread(spread: dict) -> str:
-    """``mean ± std (n seeds)``; a per-generation mean becomes a list of such pairs."""
-    mean, std, seeds = spread["mean"], spread["std"], spread.get("seeds")
-    over = "" if seeds is None else f" ({seeds} seed{'s' if seeds != 1 else ''})"
-    if _is_scalar(mean):
-        return (format_number(mean) if seeds == 1 else f"{format_number(mean)} ± {format_number(std, 2)}") + over
-    pairs = [format_number(m) if seeds == 1 else f"{format_number(m)} ± {format_number(s, 2)}"
-             for m, s in zip(mean, std if isinstance(std, list) else [std] * len(mean))]
-    if len(pairs) <= SHORT_LIST:
-        return "[" + ", ".join(pairs) + "]" + over
-    return f"{pairs[0]} → {pairs[-1]} ({len(pairs)} values){over}"
-
-
-def format_inline(value) -> str:
-    """One value on one line: a number, a spread, a list or a flat dict ``key: value, ...``."""
-    if _is_scalar(value):
-        return format_scalar(value)
-    if is_seed_spread(value):
-        return format_spread(value)
-    if isinstance(value, list):
-        return format_list(value)
-    items = [f"{k}: {format_inline(v)}" for k, v in value.items()]
-    more = len(items) - 12
-    return ", ".join(items[:12]) + (f", … ({more} more)" if more > 0 else "")
-
-
-def _one_line(value) -> bool:
-    if _is_scalar(value) or is_seed_spread(value) or isinstance(value, list):
-        return True
-    return all(_is_scalar(v) or is_seed_spread(v) or (isinstance(v, list) and all(map(_is_scalar, v)))
-               for v in value.values())
-
-
-def measured_lines(value, prefix: str = "") -> list[str]:
-    """A claim's measured value as short lines ``key: value``; nested dicts become ``outer · inner: value``."""
-    if not isinstance(value, dict) or is_seed_spread(value):
-        return [prefix + format_inline(value)]
-    lines = []
-    for key, item in value.items():
-        if _one_line(item):
-            lines.append(f"{prefix}{key}: {format_inline(item)}")
-        else:
-            lines += measured_lines(item, f"{prefix}{key} · ")
-    return lines or [prefix + "{}"]
-
-
-def explanation(claim: dict, limit: int = 180) -> str:
-    """One line on why a claim did not hold: its own ``explanation`` if it has one, else the condition
-    beside what was measured."""
-    if claim.get("explanation"):
-        return claim["explanation"]
-    text = f"Needs {claim['condition']}; measured {'; '.join(measured_lines(claim['measured']))}"
-    return text if len(text) <= limit else text[:limit - 1].rsplit(" ", 1)[0] + " …"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -295,8 +209,7 @@ class Panel:
     record: dict
     png: str | None
     json: str
-    held: int
-    tested: int
+    counts: Counts
     wall: str
     samples: list[SampleRow]
     samples_note: str
@@ -380,15 +293,15 @@ def figure_view(name: str, title: str, notebook: Path | None, columns: list[Colu
         expected = "samples_archive" in record.get("data", {})
         note = "" if rows or not expected else "The sample archive of this run is not committed yet."
         panels.append(Panel(column.label, column.tag, record, link(png, site) if png.exists() else None,
-                            link(column.folder / f"{name}.json", site), sum(c["held"] for c in record["claims"]),
-                            len(record["claims"]), format_seconds(record.get("wall_time_s")), rows, note))
+                            link(column.folder / f"{name}.json", site), Counts(record["claims"]), format_seconds(record.get("wall_time_s")), rows, note))
     ids = list(dict.fromkeys(c["id"] for p in panels for c in p.record["claims"]))
     rows = []
     for claim_id in ids:
         found = [next((c for c in p.record["claims"] if c["id"] == claim_id), None) for p in panels]
         first = next(c for c in found if c is not None)
         cells = [None if c is None else {
-            "held": c["held"], "measured": measured_lines(c["measured"]), "condition": c["condition"],
+            "held": c["held"], "level": level_of(c), "condition": c["condition"],
+            "measured": measured_lines(c["measured"]) + ([interval_text(c)] if c.get("comparison") else []),
             "explanation": "" if c["held"] else explanation(c), "own_explanation": c.get("explanation") or "",
             "anchor": f"{p.tag}-{slug(claim_id)}"}
             for p, c in zip(panels, found)]
@@ -416,7 +329,7 @@ def experiment_rows(experiments: list[Experiment], columns: list[Column], views:
         for column in columns:
             records = [column.records[n] for n in names if n in column.records]
             claims = [c for r in records for c in own(r)]
-            counts.append((sum(c["held"] for c in claims), len(claims)) if records else None)
+            counts.append(Counts(claims) if records else None)
             timed = [r for r in records if own(r)] or records  # the figures that test it, else those that list it
             walls.append(format_seconds(sum(r.get("wall_time_s", 0) for r in timed)) if timed else "—")
         figures = [{"name": n, "title": views[n].title, "thumb": next((p.png for p in views[n].panels if p.png), None),
@@ -437,7 +350,7 @@ def paper_counts(columns: list[Column], prefix: str) -> list[tuple[int, int] | N
         records = [r for r in column.records.values() if any(e.startswith(prefix + "-") for e in r["experiments"])]
         claims = [c for r in records for c in r["claims"]
                   if (claim_experiment(c["id"]) or "").startswith(prefix + "-")]
-        out.append((sum(c["held"] for c in claims), len(claims)) if records else None)
+        out.append(Counts(claims) if records else None)
     return out
 
 
@@ -487,7 +400,7 @@ def figure_checks(names: list[str], columns: list[Column]) -> list[tuple[str, li
         for column in columns:
             own = [c for c in column.records[name]["claims"] if claim_experiment(c["id"]) is None] \
                 if name in column.records else None
-            counts.append(None if own is None else (sum(c["held"] for c in own), len(own)))
+            counts.append(None if own is None else Counts(own))
         if any(c and c[1] for c in counts):
             out.append((name, counts))
     return out
@@ -548,11 +461,14 @@ def reproduced_summary(papers: list[dict], labels: list[str], site: Path) -> str
     index = link(site / "index.html", repo_root())
     head = "| paper | experiments with claims tested | " + " | ".join(f"claims held ({x})" for x in labels) + " |"
     lines = ["## What reproduced", "",
-             f"Claims held / tested per paper, from the committed figure JSONs; browse every figure with its claims "
-             f"beside the paper's in the [gallery]({index}) (static HTML, regenerated by every build).", "",
+             f"Claims held / tested per paper, from the committed figure JSONs, with the other levels (not held, "
+             f"inconclusive: the interval straddles the margin, not testable: a stated precondition failed) beside "
+             f"them; browse every figure with its claims beside the paper's in the [gallery]({index}) (static HTML, "
+             f"regenerated by every build).", "",
              head, "|" + " --- |" * (2 + len(labels))]
     for p in papers:
-        cells = [f"{c[0]} / {c[1]}" if c and c[1] else "—" for c in p["counts"]]
+        cells = [(f"{c[0]} / {c[1]}" + (f" ({c.others})" if c.others else "")) if c and c[1] else "—"
+                 for c in p["counts"]]
         lines.append(f"| [{p['name']}]({link(site / p['page'], repo_root())}) | {p['built']} of {p['total']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

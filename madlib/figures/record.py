@@ -2,8 +2,10 @@
 
 The JSON holds the experiment IDs, the profile, the parameters used, the scale beside the
 paper's, the seed, package versions, wall time, the data behind the plot and the claims tested,
-each as ``{id, text, source, paper_value, condition, measured, held}``. Files are written
-atomically, so a half-written result never passes for a whole one.
+each as ``{id, text, source, paper_value, condition, measured, level, held, preconditions, comparison}``:
+``level`` is one of :data:`madlib.figures.verdicts.LEVELS` (held, not held, inconclusive, not testable) and
+``held`` is ``level == "held"``. Files are written atomically, so a half-written result never passes for a
+whole one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from madlib._io import atomic_path
+from madlib.figures.formatting import explanation, interval_text, measured_lines
+from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide, level_of
+from madlib.stats import Interval, seed_interval
 
 PROFILES = ("smoke", "default", "paper", "custom")
 _VERSIONED = ("madlib", "numpy", "scipy", "matplotlib", "seaborn", "torch", "torchvision",
@@ -31,15 +36,18 @@ _VERSIONED = ("madlib", "numpy", "scipy", "matplotlib", "seaborn", "torch", "tor
 
 @dataclass(frozen=True)
 class Claim:
-    """One tested statement of a paper and its verdict at our scale."""
+    """One tested statement of a paper and its verdict at our scale (one of four levels)."""
 
     id: str
     text: str
     source: str  # where the paper says it, e.g. "MAD Eq. 2, M:155"
     condition: str  # what "held" means here, stated before looking at the number
     measured: dict
-    held: bool
+    held: bool  # level == "held"
     paper_value: Any = None
+    level: str = ""
+    preconditions: list = field(default_factory=list)  # [{name, requirement, met, measured}]
+    comparison: dict | None = None  # {quantity, direction, margin, interval: {estimate, low, high, ...}}
 
 
 def repo_root() -> Path:
@@ -119,13 +127,38 @@ class FigureRecord:
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {list(PROFILES)}; got {self.profile!r}")
 
-    def claim(self, id: str, text: str, *, source: str, condition: str, measured: dict, held,
-              paper_value=None) -> Claim:
-        """Record a claim's verdict; ``held`` is reduced to a plain bool."""
-        claim = Claim(id=id, text=text, source=source, condition=condition,
-                      measured=to_jsonable(measured), held=bool(held), paper_value=to_jsonable(paper_value))
+    def claim(self, id: str, text: str, *, source: str, condition: str, measured: dict, held=None,
+              paper_value=None, preconditions=(), comparison: Comparison | None = None) -> Claim:
+        """Record a claim and its level (:func:`madlib.figures.verdicts.decide`).
+
+        held: the verdict of ``condition`` when the claim has no interval (reduced to a plain bool).
+        preconditions: :class:`Precondition` s stated with the claim; one not met makes it ``not testable``.
+        comparison: a :class:`Comparison` (interval against a margin), which then decides held / not held /
+            inconclusive; ``held`` must then be left out.
+        """
+        if comparison is not None and held is not None:
+            raise ValueError(f"claim {id!r}: give held or comparison, not both (the comparison decides)")
+        preconditions = list(preconditions)
+        if not all(isinstance(p, Precondition) for p in preconditions):
+            raise TypeError(f"claim {id!r}: preconditions must be Precondition objects; got {preconditions!r}")
+        level = decide(held=held, preconditions=preconditions, comparison=comparison)
+        claim = Claim(id=id, text=text, source=source, condition=condition, measured=to_jsonable(measured),
+                      held=level == "held", paper_value=to_jsonable(paper_value), level=level,
+                      preconditions=[to_jsonable(p.to_dict()) for p in preconditions],
+                      comparison=None if comparison is None else to_jsonable(comparison.to_dict()))
         self.claims.append(claim)
         return claim
+
+    def compare(self, id: str, text: str, *, source: str, quantity: str, values, direction: str, margin: float,
+                measured: dict | None = None, paper_value=None, preconditions=(), confidence: float = 0.95) -> Claim:
+        """A comparison claim: ``quantity`` (per-seed values, or an :class:`Interval` from e.g. a paired bootstrap)
+        is claimed ``greater`` or ``less`` than ``margin``; the interval decides the level. The condition text is
+        written from these, so it is stated the same way for every claim."""
+        interval = values if isinstance(values, Interval) else seed_interval(values, confidence=confidence)
+        comparison = Comparison(quantity, direction, float(margin), interval)
+        measured = {**(measured or {}), quantity: {"estimate": interval.estimate, "interval": [interval.low, interval.high]}}
+        return self.claim(id, text, source=source, condition=comparison.statement, measured=measured,
+                          paper_value=paper_value, preconditions=preconditions, comparison=comparison)
 
     def to_dict(self) -> dict:
         return to_jsonable({
@@ -164,17 +197,31 @@ class FigureRecord:
                                    {"figure": self.name, "profile": self.profile}, per_set=per_set)
 
     def summary(self) -> str:
-        held = sum(c.held for c in self.claims)
-        lines = [f"{self.name} [{self.profile}]: {held}/{len(self.claims)} claims held"]
-        lines += [f"  {'HELD' if c.held else 'NOT HELD'}  {c.id}: {c.measured}" for c in self.claims]
+        lines = [f"{self.name} [{self.profile}]: {level_counts(asdict(c) for c in self.claims)}"]
+        lines += [f"  {c.level.upper():12s}  {c.id}: {c.measured}" for c in self.claims]
         return "\n".join(lines)
+
+
+def count_levels(claims) -> dict[str, int]:
+    """How many of ``claims`` (dicts as stored in a JSON) read each of the four levels."""
+    counts = dict.fromkeys(LEVELS, 0)
+    for claim in claims:
+        counts[level_of(claim)] += 1
+    return counts
+
+
+def level_counts(claims) -> str:
+    """``3/7 held, 2 not held, 1 inconclusive, 1 not testable`` (levels with no claim left out after held)."""
+    counts = count_levels(claims)
+    total = sum(counts.values())
+    rest = [f"{n} {level}" for level, n in counts.items() if level != "held" and n]
+    return ", ".join([f"{counts['held']}/{total} held"] + rest)
 
 
 def write_claims_summary(out_dir: str | os.PathLike) -> Path:
     """Regenerate ``CLAIMS.md`` from every figure JSON in ``out_dir``; measured values are rendered as in the
-    gallery (:func:`madlib.figures.gallery.measured_lines`: a number with its spread, short lists whole)."""
-    from madlib.figures.gallery import measured_lines
-
+    gallery (:func:`madlib.figures.formatting.measured_lines`: a number with its spread, short lists whole),
+    each claim with its level, its interval against the margin and any precondition that failed."""
     out = Path(out_dir)
     lines = ["# Claims tested by the figures", "",
              "Regenerated by `python -m madlib.figures build`; each section links to the figure's JSON, "
@@ -184,14 +231,17 @@ def write_claims_summary(out_dir: str | os.PathLike) -> Path:
         record = json.loads(path.read_text())
         if "claims" not in record:
             continue
-        held = sum(c["held"] for c in record["claims"])
         lines += [f"## [{record['name']}]({path.name}) — {', '.join(record['experiments'])}", "",
-                  f"Profile `{record['profile']}`; {held} of {len(record['claims'])} claims held. "
+                  f"Profile `{record['profile']}`; claims: {level_counts(record['claims'])}. "
                   f"Scale: {record['scale'].get('ours', '')}", "",
-                  "| claim | held | statement | measured | held if |", "| --- | --- | --- | --- | --- |"]
+                  "| claim | verdict | statement | measured | held if |", "| --- | --- | --- | --- | --- |"]
         for c in record["claims"]:
-            cells = [f"`{c['id']}`", "yes" if c["held"] else "**no**", c["text"],
-                     "<br>".join(measured_lines(c["measured"])), c["condition"]]
+            level = level_of(c)
+            measured = measured_lines(c["measured"]) + ([interval_text(c)] if c.get("comparison") else [])
+            if level == "not testable":
+                measured.append(explanation(c, limit=400))
+            cells = [f"`{c['id']}`", level if level == "held" else f"**{level}**", c["text"],
+                     "<br>".join(measured), c["condition"]]
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         lines.append("")
     path = out / "CLAIMS.md"

@@ -3,7 +3,8 @@
 Everything here takes torch tensors (or arrays), batches on the tensors' device and returns small
 dataclasses or dicts that state the sample sizes. Modules:
 
-- :mod:`~madlib.metrics.distances`: :func:`frechet_distance`, :func:`w2_empirical` (POT, imported on
+- :mod:`~madlib.metrics.distances`: :func:`frechet_distance`, :func:`fid_to_reference` (to bootstrap),
+  :func:`kid` (unbiased, all pairs), :func:`w2_empirical` (POT, imported on
   use), :func:`w2_gaussian` (the closed form of :mod:`madlib.theory.gaussian`), :func:`collapse_rate`.
 - :mod:`~madlib.metrics.prdc`: :func:`precision_recall` (Kynkäänniemi et al. 2019, k = 5),
   :func:`density_coverage` (Naeem et al. 2020, closed balls).
@@ -20,7 +21,7 @@ dataclasses or dicts that state the sample sizes. Modules:
 """
 
 from madlib.metrics.distances import (FrechetDistance, W2Distance, collapse_rate, feature_statistics,
-                                      frechet_distance, w2_empirical, w2_gaussian)
+                                      fid_to_reference, frechet_distance, kid, w2_empirical, w2_gaussian)
 from madlib.metrics.images import HeldOutMetrics, class_dispersion, class_shares, image_metrics, predicted_classes
 from madlib.metrics.lenet import (DEFAULT_RECIPE, TINY_RECIPE, CacheWarning, LeNetRecipe, cache_dir,
                                   class_histogram, lenet_features, lenet_logits, load_lenet)
@@ -32,7 +33,7 @@ from madlib.metrics.spectra import high_frequency_power, power_spectrum, radial_
 
 __all__ = [
     "FrechetDistance", "W2Distance", "collapse_rate", "feature_statistics", "frechet_distance", "w2_empirical",
-    "w2_gaussian", "DEFAULT_RECIPE", "TINY_RECIPE", "CacheWarning", "LeNetRecipe", "cache_dir", "class_histogram",
+    "w2_gaussian", "fid_to_reference", "kid", "DEFAULT_RECIPE", "TINY_RECIPE", "CacheWarning", "LeNetRecipe", "cache_dir", "class_histogram",
     "lenet_features", "lenet_logits", "load_lenet", "Memorization", "memorization", "nearest_feature_distance",
     "nearest_ssim", "ssim", "ModeCoverage", "mode_coverage", "DensityCoverage", "PrecisionRecall",
     "density_coverage", "expected_coverage", "knn_radii", "precision_recall", "high_frequency_power", "power_spectrum",

@@ -7,6 +7,8 @@ References:
     J. Multivariate Anal. 1982 (the Gaussian closed form, :func:`madlib.theory.gaussian.w2_gaussian`).
 [3] R. Flamary et al., "POT: Python Optimal Transport", JMLR 2021 (``ot.emd2``, exact network simplex).
 [4] ReDiFine (``../shared/papers/003_8ee2c13a5868339c.txt``), Sec. 3, Eq. 3 (collapse rate).
+[5] M. Bińkowski, D. J. Sutherland, M. Arbel, A. Gretton, "Demystifying MMD GANs", ICLR 2018, Eq. 3-4
+    (KID: the unbiased squared MMD with k(x, y) = (x.y / d + 1)^3).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from madlib._checks import check_int
 from madlib.theory.gaussian import w2_gaussian
 
 __all__ = ["FrechetDistance", "W2Distance", "feature_statistics", "frechet_distance", "w2_empirical",
-           "w2_gaussian", "collapse_rate"]
+           "w2_gaussian", "collapse_rate", "kid", "fid_to_reference"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +130,28 @@ def collapse_rate(fids) -> float:
     if fids.ndim != 1 or fids.shape[0] < 2:
         raise ValueError(f"fids must hold FID_1..FID_K with K >= 2; got shape {fids.shape}")
     return float((fids[-1] - fids[0]) / (fids.shape[0] - 1))
+
+
+def fid_to_reference(features, mu_ref: np.ndarray, cov_ref: np.ndarray) -> float:
+    """Fréchet distance of features [n, d] to a reference given by its mean [d] and covariance [d, d] (FID, Eq. 6
+    of Heusel et al. 2017): |mu - mu_ref|^2 + tr(C + C_ref - 2 (C C_ref)^(1/2)). Fast enough to bootstrap."""
+    x = np.asarray(features, float)
+    mu, cov = x.mean(0), np.cov(x, rowvar=False)
+    return float(w2_gaussian(mu, cov, mu_ref, cov_ref, squared=True))
+
+
+def kid(real_features, fake_features) -> float:
+    """Unbiased squared MMD with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3 over all pairs (KID) [5].
+
+    real_features [m, d], fake_features [n, d] (m, n >= 2). Unbiased: the within-set sums leave out i = j, so
+    two sets from one distribution read 0 on average whatever their sizes. Computed in float64.
+    """
+    x, y = np.asarray(real_features, float), np.asarray(fake_features, float)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
+        raise ValueError(f"real_features and fake_features must be [m, d] and [n, d] with m, n >= 2; got "
+                         f"{x.shape} and {y.shape}")
+    d = x.shape[1]
+    k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    m, n = len(x), len(y)
+    return float((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+                 - 2 * k_xy.mean())

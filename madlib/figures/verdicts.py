@@ -1,0 +1,98 @@
+"""Four verdict levels for a claim, decided from stated preconditions and an interval against a margin.
+
+A claim says before running what it compares, the margin that matters and the conditions under which
+it can be read; the numbers then give one of
+
+- ``held``: every precondition met, and the interval lies on the claim's side of the margin;
+- ``not held``: every precondition met, and the interval lies on the other side;
+- ``inconclusive``: every precondition met, but the interval straddles the margin;
+- ``not testable``: a precondition failed (a model short of its quality bar, no headroom for the effect,
+  a saturated readout), whatever the numbers say.
+
+A claim without an interval (an exact statement about a simulator, a count) reads held / not held from
+its condition, still subject to its preconditions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from madlib.stats import Interval
+
+__all__ = ["LEVELS", "Precondition", "Comparison", "decide", "level_of"]
+
+LEVELS = ("held", "not held", "inconclusive", "not testable")
+DIRECTIONS = ("greater", "less")
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """A condition the claim needs before it can be read: ``requirement`` in words, ``met``, and what was ``measured``."""
+
+    name: str
+    requirement: str
+    met: bool
+    measured: Any = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "met", bool(self.met))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``quantity`` (e.g. "FID(standard) - FID(SIMS)") claimed ``greater`` or ``less`` than ``margin``, with its interval."""
+
+    quantity: str
+    direction: str
+    margin: float
+    interval: Interval
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {list(DIRECTIONS)}; got {self.direction!r}")
+        if not math.isfinite(self.margin):
+            raise ValueError(f"margin must be a finite number; got {self.margin!r}")
+
+    @property
+    def level(self) -> str:
+        low, high = self.interval.low, self.interval.high
+        if self.direction == "greater":
+            return "held" if low > self.margin else "not held" if high <= self.margin else "inconclusive"
+        return "held" if high < self.margin else "not held" if low >= self.margin else "inconclusive"
+
+    @property
+    def statement(self) -> str:
+        side = ">" if self.direction == "greater" else "<"
+        return (f"{self.quantity} {side} {self.margin:g}: the {self.interval.confidence:.0%} interval "
+                f"({self.interval.method}) lies {'above' if side == '>' else 'below'} the margin")
+
+    def to_dict(self) -> dict:
+        return {"quantity": self.quantity, "direction": self.direction, "margin": self.margin,
+                "interval": self.interval.to_dict()}
+
+
+def decide(*, held=None, preconditions=(), comparison: Comparison | None = None) -> str:
+    """The level of a claim: ``not testable`` if a precondition failed, else the comparison's level, else
+    held / not held from ``held``."""
+    if any(not p.met for p in preconditions):
+        return "not testable"
+    if comparison is not None:
+        return comparison.level
+    if held is None:
+        raise ValueError("a claim needs held=True/False or a comparison")
+    return "held" if bool(held) else "not held"
+
+
+def level_of(claim: dict) -> str:
+    """The level of a claim as stored in a figure JSON; JSONs written before the levels carry only ``held``."""
+    level = claim.get("level")
+    if level is None:
+        return "held" if claim["held"] else "not held"
+    if level not in LEVELS:
+        raise ValueError(f"claim {claim.get('id')!r}: level must be one of {list(LEVELS)}; got {level!r}")
+    return level
