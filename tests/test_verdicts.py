@@ -138,3 +138,13 @@ def test_figure_record_stores_levels_intervals_and_counts(tmp_path):
     assert "1/3 held, 1 inconclusive, 1 not testable" in text and "bar (FID <= 3 x floor; measured 12)" in text
     # JSONs written before the levels carry only `held`.
     assert level_of({"held": False}) == "not held"
+
+
+def test_kid_blocks_equal_one_matrix():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(50, 4)), rng.normal(size=(30, 4))
+    from madlib.metrics.distances import polynomial_kernel_sum
+
+    full = (x @ x.T / 4 + 1) ** 3
+    assert polynomial_kernel_sum(x, rows=7) == pytest.approx(full.sum() - np.trace(full), rel=1e-12)
+    assert polynomial_kernel_sum(x, y, rows=7) == pytest.approx(((x @ y.T / 4 + 1) ** 3).sum(), rel=1e-12)
