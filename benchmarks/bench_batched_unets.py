@@ -22,6 +22,7 @@ from madlib.diffusion.losses import ddpm_eps_loss
 from madlib.diffusion.schedules import cosine_schedule
 from madlib.diffusion.training import train_ensemble
 from madlib.diffusion.unet import UNet, parameter_count
+from madlib.machine import machine_info
 
 
 def _sync(device: str) -> None:
@@ -102,6 +103,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     schedule = cosine_schedule(50)
     params = parameter_count(UNet(image_size=args.size, base_channels=args.base))
+    print(f"machine: {machine_info()}")  # times mean little without the machine
     print(f"device {args.device}, {torch.get_num_threads()} CPU threads, R = {args.members} members of "
           f"{params:,} parameters, {args.size}x{args.size}, base {args.base}; train batch {args.batch} per member "
           f"x {args.train_steps} steps; sampling {args.sample_passes} passes of {args.sample_batch} per member")

@@ -17,6 +17,7 @@ from madlib.diffusion.losses import ddpm_eps_loss
 from madlib.diffusion.networks import EnsembleMLP
 from madlib.diffusion.schedules import cosine_schedule
 from madlib.diffusion.training import train_ensemble
+from madlib.machine import machine_info
 
 
 def main() -> None:
@@ -45,6 +46,7 @@ def main() -> None:
     looped = time.perf_counter() - start
 
     samples = args.members * budget
+    print(f"machine: {machine_info()}")  # times mean little without the machine
     print(f"{args.members} members x {args.steps} steps x batch {args.batch} on {args.device}, "
           f"{torch.get_num_threads()} threads")
     print(f"batched ensemble : {batched:7.2f} s  {samples / batched:12,.0f} samples/s")

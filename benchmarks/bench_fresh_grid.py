@@ -21,6 +21,7 @@ import numpy as np
 from madlib.loops import LoopSpec, run_loop
 from madlib.models.gaussian import GaussianFamily
 from madlib.methods.mad_fresh import fresh_limits, mixing_time
+from madlib.machine import machine_info
 
 
 def batched(args) -> dict:
@@ -60,6 +61,7 @@ def main() -> None:
     generations = sum(math.ceil(args.burn_mixing * mixing_time(r, s, max(args.lam)))
                       + max(20, math.ceil(args.window_mixing * mixing_time(r, s, max(args.lam))))
                       for r in args.n_r for s in args.n_s)
+    print(f"machine: {machine_info()}")  # times mean little without the machine
     print(f"grid: d = {args.dim}, n_r in {args.n_r}, n_s in {args.n_s}, lambda in {args.lam}, {args.runs} runs per cell, "
           f"{generations} generations per (n_r, n_s) in all")
     start = time.perf_counter()

@@ -14,6 +14,7 @@ import numpy as np
 
 from madlib.loops import LoopSpec, run_loop
 from madlib.models.gaussian import GaussianFamily
+from madlib.machine import machine_info
 
 
 def _time(exact: bool, args) -> float:
@@ -38,6 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     exact, naive = _time(True, args), _time(False, args)
     work = args.runs * args.generations
+    print(f"machine: {machine_info()}")  # times mean little without the machine
     print(f"d={args.dim} n_s={args.n_s} runs={args.runs} generations={args.generations} (best of {args.repeats})")
     print(f"exact statistics: {exact:.3f} s  ({work / exact:,.0f} run-generations/s)")
     print(f"naive draw + fit: {naive:.3f} s  ({work / naive:,.0f} run-generations/s)")

@@ -24,6 +24,7 @@ from madlib.diffusion.samplers import ddpm_ancestral_sampler
 from madlib.diffusion.schedules import cosine_schedule
 from madlib.diffusion.training import train_ensemble
 from madlib.diffusion.unet import UNet, parameter_count
+from madlib.machine import machine_info
 
 
 def _sync(device: str) -> None:
@@ -92,6 +93,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     schedule = cosine_schedule(args.sample_steps)
+    print(f"machine: {machine_info()}")  # times mean little without the machine
     print(f"device {args.device}, {torch.get_num_threads()} CPU threads, train batch {args.batch} x {args.train_steps} "
           f"steps, sampling {args.sample_batch} images x {args.sample_steps} steps at lambda {args.lam}")
     print(f"{'size':>4} {'base':>4} {'params':>9}  {'variant':<22} {'train img/s':>11} {'ratio':>6} "

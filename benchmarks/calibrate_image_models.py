@@ -28,6 +28,7 @@ import torch
 
 from madlib._io import atomic_path
 from madlib.models.images import ImageDiffusionFamily, balanced_labels
+from madlib.machine import machine_info
 
 
 def cell_key(objective: str, size: int, base: int, budget: int) -> str:
@@ -89,7 +90,7 @@ def main() -> None:
         if key in done:
             continue
         row = floor_row(size, args) if objective == "floor" else calibrate_cell(objective, size, base, budget, args)
-        row.update(threads=args.threads, device=args.device)
+        row.update(threads=args.threads, device=args.device, machine=machine_info())  # times need their machine
         rows.append(row)
         done.add(key)
         with atomic_path(out) as tmp:

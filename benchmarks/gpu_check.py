@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from madlib._io import atomic_path
+from madlib.machine import machine_info
 
 # dense bf16 tensor-core peaks (vendor data sheets, FLOP/s); share of peak is reported only for these
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}
@@ -93,7 +94,8 @@ def main() -> None:
     args = parser.parse_args()
     name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
     size, base = (8, 8) if args.quick else (28, 32)
-    result = {"device": args.device, "device_name": name, "torch": torch.__version__, "quick": args.quick}
+    result = {"device": args.device, "device_name": name, "torch": torch.__version__, "quick": args.quick,
+              "machine": machine_info()}
     bench_args = ["--sizes", str(size), "--bases", str(base), "--device", args.device, "--batch", "128",
                   "--train-steps", "5" if args.quick else "50", "--sample-batch", "256", "--sample-steps", "5" if args.quick else "50"]
     result["bench_image_diffusion"] = run_benchmark("bench_image_diffusion.py", bench_args)
@@ -111,6 +113,7 @@ def main() -> None:
     out = Path(args.out)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"machine: {machine_info()}")  # times mean little without the machine
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("bench_")}, indent=1))
     print(result["bench_image_diffusion"])
     print(result["bench_batched_unets"])

@@ -1,7 +1,7 @@
 """What a notebook leaves beside its figure: ``<name>.png`` and ``<name>.json``.
 
 The JSON holds the experiment IDs, the profile, the parameters used, the scale beside the
-paper's, the seed, package versions, wall time, the data behind the plot and the claims tested,
+paper's, the seed, package versions, the machine (:func:`madlib.machine.machine_info`), wall time, the data behind the plot and the claims tested,
 each as ``{id, text, source, paper_value, condition, measured, level, held, preconditions, comparison}``:
 ``level`` is one of :data:`madlib.figures.verdicts.LEVELS` (held, not held, inconclusive, not testable) and
 ``held`` is ``level == "held"``. Files are written atomically, so a half-written result never passes for a
@@ -27,6 +27,7 @@ import numpy as np
 from madlib._io import atomic_path
 from madlib.figures.formatting import explanation, interval_text, measured_lines
 from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide, level_of
+from madlib.machine import machine_info
 from madlib.stats import Interval, seed_interval
 
 PROFILES = ("smoke", "default", "paper", "custom")
@@ -171,6 +172,7 @@ class FigureRecord:
             "wall_time_s": round(time.perf_counter() - self._start, 3),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "git": git_commit(),
+            "machine": machine_info(),
             "versions": package_versions(),
             "claims": [asdict(c) for c in self.claims],
             "data": self.data,

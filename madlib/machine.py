@@ -1,0 +1,74 @@
+"""The machine a number was measured on: CPU model, cores, threads, GPU, and a matmul probe of its speed.
+
+Two 2-core machines can differ by 3.6x in training throughput (a 2017 AMD EPYC against the machine the
+README's times came from), so every figure JSON and benchmark records :func:`machine_info`, and a build's
+estimate scales recorded costs by the ratio of :func:`matmul_gflops` probes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+
+__all__ = ["cpu_model", "usable_cores", "matmul_gflops", "machine_info"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_gflops(size: int = 1024, repeats: int = 5, threads: int = 1) -> float:
+    """Best-of-``repeats`` float32 GFLOP/s of one ``size`` x ``size`` matmul on the CPU at ``threads`` threads
+    (2 size^3 flops each); about 0.1 s. Measured once per process and argument set."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
+        a @ b  # warm-up: the first call allocates
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * size**3 / best / 1e9
+
+
+def machine_info(*, probe: bool = True) -> dict:
+    """CPU model, usable cores, torch threads, GPU name (or None), and with ``probe`` the one-thread 1024-matmul
+    GFLOP/s: what a figure JSON or benchmark records beside its times."""
+    info = {"cpu": cpu_model(), "machine": platform.machine(), "cores": usable_cores(), "torch_threads": None,
+            "gpu": None}
+    try:
+        import torch
+    except ImportError:  # the numpy-only parts of madlib
+        return info
+    info["torch_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    if probe:
+        info["matmul_gflops_1thread"] = round(matmul_gflops(), 1)
+    return info
