@@ -47,6 +47,11 @@ def test_casts_to_plain_json_types():
     ({"lam_values": 0.5}, r"parameter lam_values: expected list of float"),
     ({"progress": "yes"}, r"parameter progress: expected bool"),
     ({"profile": "fast"}, r"parameter profile: 'fast' is not accepted"),
+    ({"lam_values": []}, r"parameter lam_values: expected at least one element, list of float in \(0, 1\]; got \[\]"),
+    ({"seed": 1e30}, r"parameter seed: 10+19884624838656 is out of range; expected int in \[0, 4294967295\]"),
+    ({"seed": 2**32}, r"parameter seed: 4294967296 is out of range; expected int in \[0, 4294967295\]"),
+    ({"seed": -1}, r"parameter seed: -1 is out of range"),
+    ({"seed": "7.5"}, r"parameter seed: expected int in \[0, 4294967295\]"),
 ])
 def test_bad_values_are_named(overrides, match):
     with pytest.raises(ParameterError, match=match):
@@ -60,3 +65,11 @@ def test_cell_grammar_errors():
         parse_parameters_source("x = 2 * 3\n")
     with pytest.raises(ParameterError, match="must not contain '='"):
         parse_parameters_source("x = 2  # x = two\n")
+
+
+def test_seeds_take_32_bits_and_lists_may_stay_empty_only_when_their_default_is():
+    specs = parse_parameters_source(SOURCE + "report_seed = 1  # another stream; in [0, inf)\nextra = []  # anything\n")
+    assert resolve_parameters(specs, {"seed": 2**32 - 1, "report_seed": 0, "extra": []}) == {
+        "seed": 2**32 - 1, "report_seed": 0, "extra": []}
+    with pytest.raises(ParameterError, match=r"parameter report_seed: 4294967296 is out of range"):
+        resolve_parameters(specs, {"report_seed": 2**32})

@@ -13,13 +13,25 @@ import yaml
 from madlib.figures.gallery import GalleryError
 from madlib.figures.manifest import MANIFEST_PROFILES, ManifestError, load_manifest
 from madlib.figures.params import ParameterError
+from madlib.sweep import SweepError
 
 
-def _parse_override(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--param takes NAME=VALUE; got {text!r}")
-    name, value = text.split("=", 1)
-    return name.strip(), yaml.safe_load(value)
+def _parse_overrides(texts: list[str], flag: str) -> dict[str, object]:
+    """``-p``/``-o`` NAME=VALUE pairs, VALUE read as YAML; parsed here rather than by argparse so that a bad one
+    ends in the same one-line error as every other bad input (a YAMLError was a traceback)."""
+    pairs = {}
+    for text in texts:
+        name, eq, value = text.partition("=")
+        if not eq or not name.strip():
+            raise ParameterError(f"{flag} takes NAME=VALUE; got {text!r}")
+        try:
+            pairs[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at character {mark.column + 1}" if mark is not None and mark.line == 0 else ""
+            problem = getattr(err, "problem", None) or " ".join(str(err).split())
+            raise ParameterError(f"{flag} {text}: the value is not valid YAML ({problem}{where})") from None
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="default", choices=MANIFEST_PROFILES)
     b.add_argument("--out", help="folder for figures and JSON (default: figures/)")
     b.add_argument("--executed", help="folder for executed notebooks (default: build/executed/<profile>)")
-    b.add_argument("-p", "--param", action="append", type=_parse_override, default=[],
+    b.add_argument("-p", "--param", action="append", default=[],
                    metavar="NAME=VALUE", help="override a parameter of every selected figure")
     b.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     b.add_argument("--dry-run", action="store_true", help="print the checked parameters and run nothing")
     b.add_argument("--executor", default="local", choices=("local", "submitit", "ray"),
                    help="local: the notebooks run here one after another (default); submitit (Slurm, or "
                         "cluster=local) or ray: each figure is its own job (docs/cluster.md)")
-    b.add_argument("-o", "--executor-option", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+    b.add_argument("-o", "--executor-option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the executor, e.g. cluster=local, local_workers=2, partition=gpu, "
                         "gpus_per_task=1, address=auto, num_gpus=1, config=sweep.yaml (madlib.sweep.OPTIONS)")
     g = sub.add_parser("gallery", help="re-render the static results site and CLAIMS.md from the committed JSONs "
@@ -75,19 +87,25 @@ def main(argv: list[str] | None = None) -> int:
             if args.screenshot:
                 print(f"wrote {screenshot(site.root / args.page, args.screenshot)}")
             return 0
-        from madlib.figures.runner import build, resolve_figure, select
+        from madlib.figures.runner import build, check_executor_options, resolve_figure, select
 
-        overrides = dict(args.param)
+        overrides = _parse_overrides(args.param, "-p")
+        options = _parse_overrides(args.executor_option, "-o")
         if args.dry_run:
+            check_executor_options(args.executor, options)
             for entry in select(entries, args.names):
                 print(entry.name, json.dumps(resolve_figure(entry, args.profile, overrides)))
             return 0
         results = build(args.names, profile=args.profile, out_dir=args.out, executed_dir=args.executed,
                         overrides=overrides, manifest=args.manifest, quiet=args.quiet, executor=args.executor,
-                        executor_options=dict(args.executor_option))
-    except (ParameterError, ManifestError, GalleryError) as err:
-        print(f"error: {err}", file=sys.stderr)
+                        executor_options=options)
+    except (ParameterError, ManifestError, GalleryError, SweepError) as err:
+        # SweepError: an executor that failed to start (e.g. ray.init at an address that stopped answering)
+        print("error:", " ".join(str(err).split()), file=sys.stderr)  # one line, whatever the cause's text
         return 2
+    except KeyboardInterrupt as err:  # a BuildInterrupted says which figures were kept
+        print(str(err) or "interrupted", file=sys.stderr)
+        return 130
     failed = [r.name for r in results if not r.ok]
     if failed:
         print(f"failed figures: {', '.join(failed)}", file=sys.stderr)

@@ -12,8 +12,12 @@ import yaml
 from madlib.figures.record import repo_root
 
 MANIFEST_PROFILES = ("smoke", "default", "paper")
-# Parameters the runner sets itself; every notebook declares them.
-RUNNER_PARAMETERS = ("profile", "out_dir", "progress", "seed")
+# Parameters the runner sets itself, with the `build` flag that sets each: given as `-p` or in the manifest they were
+# silently replaced (`-p out_dir=...` left the figures in figures/), so both refuse them.
+RUNNER_OWNED = {"out_dir": "--out DIR", "profile": "--profile {smoke,default,paper}",
+                "progress": "-q (bars are off in every build; -q prints failures only)"}
+# Every notebook declares these (seed is the user's to set).
+RUNNER_PARAMETERS = (*RUNNER_OWNED, "seed")
 _EXPERIMENT_ID = re.compile(r"^(MAD|SIMS|CASD|RDF)-\d+$")
 
 
@@ -61,7 +65,7 @@ def load_manifest(path: str | Path | None = None) -> dict[str, FigureEntry]:
             params = params or {}
             if not isinstance(params, dict):
                 raise ManifestError(f"{where}, profile {profile}: parameters must be a mapping")
-            reserved = set(params) & {"profile", "out_dir"}
+            reserved = set(params) & set(RUNNER_OWNED)
             if reserved:
                 raise ManifestError(f"{where}, profile {profile}: {sorted(reserved)} are set by the runner")
         entries[name] = FigureEntry(name=name, notebook=notebook, experiments=tuple(item["experiments"]),

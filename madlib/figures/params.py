@@ -8,7 +8,9 @@ its comment, which the runner enforces (papermill alone only warns about unknown
     family = "exact"  # data representation; in {"exact", "naive"}
 
 The type comes from the default: bool, int, float, str, None (str or None) or a list of one of
-these; a range applies to each element of a list.
+these; a range applies to each element of a list, and a list whose default has elements must have one.
+A seed (``seed`` or ``*_seed``) is an int in [0, 2**32 - 1] whatever its comment says: the range that
+every seeding in numpy and torch accepts (others failed inside a cell).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 _INTERVAL = re.compile(r"\bin\s*([\[(])\s*([^,\])]+?)\s*,\s*([^\])]+?)\s*([\])])\s*$")
 _CHOICES = re.compile(r"\bin\s*\{([^}]*)\}\s*$")
+SEED_MAX = 2**32 - 1
 
 
 class ParameterError(ValueError):
@@ -62,7 +65,9 @@ class ParamSpec:
 
 
 def _fmt(x: float) -> str:
-    return "inf" if x == math.inf else "-inf" if x == -math.inf else f"{x:g}"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.0f}" if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"  # SEED_MAX in full, not 4.29497e+09
 
 
 def _kind(value) -> str:
@@ -111,6 +116,8 @@ def parse_parameters_source(source: str) -> dict[str, ParamSpec]:
                           low_open=m.group(1) == "(", high_open=m.group(4) == ")")
         elif m := _CHOICES.search(comment):
             kwargs = dict(choices=tuple(ast.literal_eval(f"[{m.group(1)}]")))
+        if name == "seed" or name.endswith("_seed"):
+            kwargs = dict(low=0, high=SEED_MAX)
         specs[name] = ParamSpec(name=name, default=default, help=comment, **kwargs)
     return specs
 
@@ -180,6 +187,8 @@ def check_value(spec: ParamSpec, value, figure: str = "") -> Any:
     if spec.element_kind is not None:
         if not isinstance(value, (list, tuple)):
             raise ParameterError(f"{where}: expected {spec.describe()}; got {value!r}")
+        if spec.default and not value:  # an empty sweep failed inside a cell (max of nothing, an empty plot)
+            raise ParameterError(f"{where}: expected at least one element, {spec.describe()}; got []")
         out = [_cast_scalar(spec, spec.element_kind, v, f"{where}[{i}]") for i, v in enumerate(value)]
         for i, v in enumerate(out):
             _check_range(spec, v, f"{where}[{i}]")

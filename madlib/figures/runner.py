@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from madlib.figures.gallery import write_gallery_after_build
-from madlib.figures.manifest import RUNNER_PARAMETERS, FigureEntry, load_manifest
+from madlib.figures.manifest import RUNNER_OWNED, RUNNER_PARAMETERS, FigureEntry, load_manifest
 from madlib.figures.params import ParameterError, notebook_parameters, resolve_parameters
 from madlib.figures.record import atomic_write_text, default_out_dir, repo_root, write_claims_summary
 
@@ -25,6 +26,11 @@ class BuildResult:
     executed: Path
 
 
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`build`; its text says which figures finished (and are kept) and which not. Every
+    write is atomic, so the figure that was stopped left nothing half-written."""
+
+
 def resolve_figure(entry: FigureEntry, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checked parameters a build passes to the notebook (manifest profile, then overrides)."""
     specs = notebook_parameters(entry.notebook)
@@ -33,6 +39,11 @@ def resolve_figure(entry: FigureEntry, profile: str, overrides: dict[str, Any] |
         raise ParameterError(f"{entry.name}: the parameters cell must declare {missing}")
     if profile not in entry.profiles:
         raise ParameterError(f"profile must be one of {list(entry.profiles)}; got {profile!r}")
+    # The runner sets these after the overrides: -p out_dir=... was checked, then silently replaced.
+    owned = [n for n in overrides or {} if n in RUNNER_OWNED]
+    if owned:
+        raise ParameterError("; ".join(f"parameter {n} is set by the runner: use {RUNNER_OWNED[n]}, not -p {n}=..."
+                                       for n in owned))
     params = resolve_parameters(specs, {**entry.profiles[profile], **(overrides or {})}, entry.name)
     # notebooks run in notebooks/: a relative folder (cache_dir=build/x) means one relative to where build was called
     params |= {k: str(Path(v).resolve()) for k, v in params.items() if k.endswith("_dir") and isinstance(v, str)}
@@ -76,22 +87,71 @@ def _started_a_cell(executed: Path) -> bool:
                if c.get("cell_type") == "code")
 
 
+def _execute_notebook(notebook: str | Path, executed: str | Path, parameters: dict) -> None:
+    """papermill runs ``notebook`` headless in its own folder; the one place a figure's notebook is executed."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(notebook), str(executed), parameters=parameters, kernel_name="python3", cwd=str(Path(notebook).parent),
+        progress_bar=False, log_output=False,
+        # the kernel's own start-up warnings (e.g. about TCP transport) would clutter batch logs
+        extra_arguments=["--IPKernelApp.log_level=ERROR"])
+
+
+def _writable_folder(path: Path, flag: str) -> Path:
+    """``path``, created if missing and checked writable before any notebook runs (a read-only --out was
+    found only after the compute; a file there gave a FileExistsError traceback)."""
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"{flag} {path} is a file; give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ParameterError(f"{flag} {path} is not a writable folder ({err.strerror or err}); "
+                             "give a folder this user can write") from None
+    return path
+
+
+# The type of each executor option whose default in madlib.sweep.OPTIONS is None, as madlib.sweep uses it; the
+# others take their default's type, except that Ray takes fractions of a CPU or GPU per task.
+_OPTION_TYPES = {"cluster": str, "folder": str, "partition": str, "account": str, "qos": str, "config": str,
+                 "address": str, "mem_gb": float, "cluster_cpus": int, "cluster_gpus": int, "visible_gpus": list,
+                 "setup": list, "slurm_additional_parameters": dict, "num_cpus": float, "num_gpus": float}
+_TYPE_NAMES = {int: "an int", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+
+
+def check_executor_options(executor: str, options: dict) -> None:
+    """Refuse ``-o`` options that the executor would ignore or misread, before madlib.sweep sees them: the
+    local executor takes none, and a value must have its option's type (or be None, the default)."""
+    from madlib.sweep import OPTIONS
+
+    if executor == "local" and options:
+        raise ParameterError(f"executor options {sorted(options)} would be ignored by --executor local, which takes "
+                             "none; use --executor submitit or ray, or drop -o")
+    for name, value in options.items():
+        default = OPTIONS.get(executor, {}).get(name)
+        kind = _OPTION_TYPES.get(name) or (type(default) if default is not None else None)
+        if value is None or kind not in _TYPE_NAMES:  # unknown names are madlib.sweep.check_executor's to name
+            continue
+        accepted = (int, float) if kind is float else kind
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise ParameterError(f"executor option {name}: expected {_TYPE_NAMES[kind]} (or null for the "
+                                 f"default); got {value!r} ({type(value).__name__})")
+
+
 def run_figure_job(notebook: str, executed: str, parameters: dict, json_path: str, attempts: int = 3) -> dict:
     """One figure as one job (``build --executor submitit|ray``): papermill runs the notebook headless.
 
     A kernel that fails before its first cell ran (two kernels started at the same moment can collide on
     a ZMQ port, nteract/papermill#511) is started again, up to ``attempts`` times; a failure inside a cell
     is reported at once. Returns ``{"ok", "message", "seconds", "attempts"}``."""
-    import papermill
-
     # The kernels inherit this (as in the local build): a user's own setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     start = time.perf_counter()
     for attempt in range(1, attempts + 1):
         try:
-            papermill.execute_notebook(
-                notebook, executed, parameters=parameters, kernel_name="python3", cwd=str(Path(notebook).parent),
-                progress_bar=False, log_output=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+            _execute_notebook(notebook, executed, parameters)
             ok, message = True, _claims_line(Path(json_path))
             break
         except Exception as err:  # noqa: BLE001 - reported like the local build's failures
@@ -111,15 +171,14 @@ def _record_job(json_path: Path, job: dict) -> None:
 
 
 def _build_on(executor: str, options: dict | None, plans, out: Path, executed: Path, quiet: bool,
-              stream: TextIO) -> list[BuildResult]:
-    """Every figure as its own job on ``executor`` (:func:`madlib.sweep.sweep`), collected as the local
-    build collects them; a job that the engine lost is a failed figure, the others still count."""
+              stream: TextIO, results: dict[int, BuildResult]) -> None:
+    """Every figure as its own job on ``executor`` (:func:`madlib.sweep.sweep`), collected into ``results`` as
+    the local build collects them; a job that the engine lost is a failed figure, the others still count."""
     from madlib.sweep import sweep
 
     cells = [dict(notebook=str(entry.notebook), executed=str(executed / entry.notebook.name),
                   parameters={**params, "out_dir": str(out), "progress": False},
                   json_path=str(out / f"{entry.name}.json")) for entry, params in plans]
-    results: dict[int, BuildResult] = {}
 
     def report(i, job, device):
         entry, params = plans[i]
@@ -144,7 +203,33 @@ def _build_on(executor: str, options: dict | None, plans, out: Path, executed: P
                                  executed / entry.notebook.name)
         print(f"[{len(results)}/{len(plans)}] {entry.name} ({params['profile']}) FAILED on {swept.executor}: {error}",
               file=stream, flush=True)
-    return [results[i] for i in range(len(plans))]
+
+
+def _build_here(plans, out: Path, executed: Path, quiet: bool, stream: TextIO, results: dict[int, BuildResult]) -> None:
+    """The figures one after another in this process's kernels, collected into ``results``."""
+    for i, (entry, params) in enumerate(plans):
+        target = executed / entry.notebook.name
+        start = time.perf_counter()
+        try:
+            _execute_notebook(entry.notebook, target, {**params, "out_dir": str(out), "progress": False})
+            ok, message = True, _claims_line(out / f"{entry.name}.json")
+        except Exception as err:  # noqa: BLE001 - any failure is reported and the next figure runs
+            if getattr(err, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel before us
+                raise KeyboardInterrupt from None
+            ok, message = False, _failure_message(err)
+        seconds = time.perf_counter() - start
+        results[i] = BuildResult(entry.name, ok, seconds, message, target)
+        if not quiet or not ok:
+            status = "ok" if ok else "FAILED"
+            print(f"[{i + 1}/{len(plans)}] {entry.name} ({params['profile']}) {status} in {seconds:.1f} s: {message}",
+                  file=stream, flush=True)
+
+
+def _interrupted(results: dict[int, BuildResult], plans, out: Path) -> str:
+    kept = [r.name for r in results.values() if r.ok]
+    rest = [entry.name for entry, _ in plans if entry.name not in kept]
+    return (f"interrupted: kept {len(kept)} of {len(plans)} figures in {out}" + (f" ({', '.join(kept)})" if kept else "")
+            + (f"; not written: {', '.join(rest)}" if rest else "") + "; CLAIMS.md and the site were not refreshed")
 
 
 def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str | Path | None = None,
@@ -154,16 +239,19 @@ def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str |
     """Run the selected figures (all if none named) at a profile; write CLAIMS.md into out_dir and refresh
     the gallery (:func:`madlib.figures.gallery.write_gallery_after_build`).
 
-    Parameters of every selected figure are checked before any notebook runs (ParameterError).
+    Parameters of every selected figure, the executor's options and both folders (created if missing,
+    writable) are checked before any notebook runs (ParameterError).
     A failing notebook is reported with its cell and the others still run.
     ``executor`` "local" runs the notebooks here one after another; "submitit" or "ray" runs each figure as
     its own job (:func:`run_figure_job`, options as in :data:`madlib.sweep.OPTIONS`), checked before any job
     is submitted, and adds the executor and the job's device to each figure's JSON (key "job").
+    Ctrl-C raises :class:`BuildInterrupted`, which names the figures that finished.
     """
-    import papermill  # the notebooks extra; imported here so madlib.figures loads without it
+    import papermill  # noqa: F401 - the notebooks extra: imported here so madlib.figures loads without it
 
     entries = select(load_manifest(manifest), names)
     plans = [(e, resolve_figure(e, profile, overrides)) for e in entries]
+    check_executor_options(executor, executor_options or {})
     if executor != "local":
         from madlib.sweep import SweepError, check_executor
 
@@ -173,38 +261,21 @@ def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str |
             raise ParameterError(str(err)) from None
         if executor == "submitit" and executor_options["folder"] is None:  # keep the jobs' logs after the build
             executor_options["folder"] = str(repo_root() / "build" / "jobs" / profile)
-    out = Path(out_dir).resolve() if out_dir is not None else default_out_dir()
-    executed = Path(executed_dir) if executed_dir is not None else repo_root() / "build" / "executed" / profile
-    executed.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_folder(Path(out_dir).resolve() if out_dir is not None else default_out_dir(), "--out")
+    executed = _writable_folder(Path(executed_dir) if executed_dir is not None
+                                else repo_root() / "build" / "executed" / profile, "--executed")
     # The kernels inherit this: numpy's batched small-matrix work (the Gaussian loops) runs 5-8x slower
     # with threaded OpenBLAS on a busy 2-core machine. A user's own setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-    if executor != "local":
-        results = _build_on(executor, executor_options, plans, out, executed.resolve(), quiet, stream)
-        write_claims_summary(out)
-        write_gallery_after_build(out, manifest)
-        return results
-    results = []
-    for i, (entry, params) in enumerate(plans, 1):
-        target = executed / entry.notebook.name
-        start = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(entry.notebook), str(target), parameters={**params, "out_dir": str(out), "progress": False},
-                kernel_name="python3", cwd=str(entry.notebook.parent), progress_bar=False, log_output=False,
-                # the kernel's own start-up warnings (e.g. about TCP transport) would clutter batch logs
-                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-            ok, message = True, _claims_line(out / f"{entry.name}.json")
-        except Exception as err:  # noqa: BLE001 - any failure is reported and the next figure runs
-            ok, message = False, _failure_message(err)
-        seconds = time.perf_counter() - start
-        results.append(BuildResult(entry.name, ok, seconds, message, target))
-        if not quiet or not ok:
-            status = "ok" if ok else "FAILED"
-            print(f"[{i}/{len(plans)}] {entry.name} ({params['profile']}) {status} in {seconds:.1f} s: {message}",
-                  file=stream, flush=True)
+    results: dict[int, BuildResult] = {}
+    try:
+        if executor != "local":
+            _build_on(executor, executor_options, plans, out, executed.resolve(), quiet, stream, results)
+        else:
+            _build_here(plans, out, executed, quiet, stream, results)
+    except KeyboardInterrupt:
+        raise BuildInterrupted(_interrupted(results, plans, out)) from None
     write_claims_summary(out)
     write_gallery_after_build(out, manifest)
-    return results
+    return [results[i] for i in range(len(plans))]
