@@ -1,15 +1,17 @@
-"""The figure manifest ``notebooks/figures.yaml``: figure -> notebook, experiments, profiles."""
+"""The figure manifest ``notebooks/figures.yaml``: figure -> notebook, experiments, title, profiles, and the
+static part of its scale (``scale: {paper: ..., differences: [...]}``, what the paper did and how we differ, which
+:meth:`madlib.figures.FigureRecord.from_notebook` writes into the JSON)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from madlib.figures.record import repo_root
+from madlib.figures.paths import repo_root
 
 MANIFEST_PROFILES = ("smoke", "default", "paper")
 # Parameters the runner sets itself, with the `build` flag that sets each: given as `-p` or in the manifest they were
@@ -32,6 +34,7 @@ class FigureEntry:
     experiments: tuple[str, ...]
     title: str
     profiles: dict[str, dict[str, Any]]
+    scale: dict[str, Any] = field(default_factory=dict)  # paper: str, differences: [str]
 
 
 def default_manifest_path() -> Path:
@@ -68,7 +71,11 @@ def load_manifest(path: str | Path | None = None) -> dict[str, FigureEntry]:
             reserved = set(params) & set(RUNNER_OWNED)
             if reserved:
                 raise ManifestError(f"{where}, profile {profile}: {sorted(reserved)} are set by the runner")
+        scale = item.get("scale") or {}
+        if not isinstance(scale, dict) or not set(scale) <= {"paper", "differences"} or \
+                not isinstance(scale.get("paper", ""), str) or not isinstance(scale.get("differences", []), list):
+            raise ManifestError(f"{where}: scale must be a mapping with paper (text) and differences (a list of text)")
         entries[name] = FigureEntry(name=name, notebook=notebook, experiments=tuple(item["experiments"]),
                                     title=str(item["title"]),
-                                    profiles={p: dict(profiles[p] or {}) for p in MANIFEST_PROFILES})
+                                    profiles={p: dict(profiles[p] or {}) for p in MANIFEST_PROFILES}, scale=scale)
     return entries

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from madlib._io import atomic_path
+from madlib.figures.paths import default_out_dir, repo_root
 from madlib.figures.formatting import explanation, interval_text, measured_lines
 from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide, level_of
 from madlib.machine import machine_info
@@ -49,14 +50,6 @@ class Claim:
     level: str = ""
     preconditions: list = field(default_factory=list)  # [{name, requirement, met, measured}]
     comparison: dict | None = None  # {quantity, direction, margin, interval: {estimate, low, high, ...}}
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def default_out_dir() -> Path:
-    return repo_root() / "figures"
 
 
 def to_jsonable(value):
@@ -127,6 +120,33 @@ class FigureRecord:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {list(PROFILES)}; got {self.profile!r}")
+
+    @classmethod
+    def from_notebook(cls, name: str, namespace: dict, *, ours: str, resolved: dict | None = None,
+                      manifest=None) -> "FigureRecord":
+        """The record of figure ``name`` of the manifest, made in its notebook as
+        ``FigureRecord.from_notebook("mad_1_gaussian_collapse", globals(), ours=...)``: the experiments and the
+        static scale text (``paper``, ``differences``) come from the manifest, the parameters are the values the
+        notebook's parameters cell declares (as they stand in ``namespace`` now, after any resolution such as
+        ``device="auto"`` -> ``"cpu"``), so nothing is retyped; ``ours`` is this run's scale in words.
+
+        Folders (``*_dir`` parameters) are left out: they say where, not what, and differ between machines.
+        ``resolved`` adds settings derived from the parameters (a settings object's fields, the seed lists)."""
+        from madlib.figures.manifest import RUNNER_OWNED, load_manifest
+        from madlib.figures.params import notebook_parameters
+
+        entries = load_manifest(manifest)
+        if name not in entries:
+            raise ValueError(f"name must be a figure of the manifest ({', '.join(entries)}); got {name!r}")
+        entry = entries[name]
+        declared = notebook_parameters(entry.notebook)
+        missing = [k for k in declared if k not in namespace]
+        if missing:
+            raise ValueError(f"namespace lacks the parameters {missing} of {entry.notebook.name}: pass globals()")
+        params = {k: namespace[k] for k in declared if k not in RUNNER_OWNED and not k.endswith("_dir")}
+        params |= resolved or {}
+        return cls(name=name, experiments=list(entry.experiments), profile=namespace["profile"], params=params,
+                   seed=namespace["seed"], scale={"ours": ours, **entry.scale})
 
     def claim(self, id: str, text: str, *, source: str, condition: str, measured: dict, held=None,
               paper_value=None, preconditions=(), comparison: Comparison | None = None) -> Claim:

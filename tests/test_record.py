@@ -1,0 +1,34 @@
+"""FigureRecord.from_notebook: parameters from the notebook's own parameters cell, scale text from the manifest."""
+
+import pytest
+
+from madlib.figures import FigureRecord
+from madlib.figures.manifest import ManifestError, load_manifest
+from madlib.figures.params import notebook_parameters
+
+
+def test_from_notebook_records_every_declared_parameter_and_the_manifest_scale():
+    entry = load_manifest()["mad_1_gaussian_collapse"]
+    declared = notebook_parameters(entry.notebook)
+    namespace = {name: spec.default for name, spec in declared.items()} | {"runs": 7, "profile": "custom"}
+    record = FigureRecord.from_notebook("mad_1_gaussian_collapse", namespace, ours="7 runs", resolved={"extra": 1})
+    assert record.params == {k: namespace[k] for k in declared if k not in ("profile", "out_dir", "progress")} | {"extra": 1}
+    assert record.params["runs"] == 7 and record.profile == "custom" and record.experiments == ["MAD-1"]
+    assert record.scale["ours"] == "7 runs" and record.scale["paper"] == entry.scale["paper"]
+    assert record.scale["differences"] == entry.scale["differences"]
+
+
+def test_from_notebook_names_what_is_missing():
+    with pytest.raises(ValueError, match="must be a figure of the manifest"):
+        FigureRecord.from_notebook("no_such_figure", {}, ours="")
+    with pytest.raises(ValueError, match="pass globals"):
+        FigureRecord.from_notebook("mad_1_gaussian_collapse", {"profile": "smoke", "seed": 0}, ours="")
+
+
+def test_manifest_scale_must_be_paper_text_and_a_list_of_differences(tmp_path):
+    (tmp_path / "a.ipynb").write_text("{}")
+    (tmp_path / "m.yaml").write_text(
+        "figures:\n  a:\n    notebook: a.ipynb\n    experiments: [MAD-1]\n    title: t\n"
+        "    scale: {paper: p, differences: not-a-list}\n    profiles: {smoke: {}, default: {}, paper: {}}\n")
+    with pytest.raises(ManifestError, match="scale must be"):
+        load_manifest(tmp_path / "m.yaml")
