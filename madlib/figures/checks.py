@@ -38,3 +38,10 @@ def seeds_agree(differences) -> bool:
     that one lucky seed carries."""
     differences = np.asarray(differences, float)
     return bool(differences.size > 0 and np.all(differences > 0))
+
+
+def first_last(values, *, per: str = "per_seed") -> dict:
+    """The spread over seeds (rows) of the first and last column of ``values`` [S, G] (generation 1 and T), with
+    the rows themselves under ``per``: what a loop claim shows of a metric."""
+    values = np.asarray(values, float)
+    return {"generation_1": seed_spread(values[:, 0]), "generation_T": seed_spread(values[:, -1]), per: values}
