@@ -10,6 +10,11 @@ pure noise. With no guide, the primary model samples alone.
 - :func:`edm_heun_sampler`: EDM Alg. 1, deterministic 2nd-order Heun (SIMS, CASD Alg. 2).
 - :func:`euler_ancestral_sampler`: Euler steps of the probability-flow ODE plus fresh noise (what
   ReDiFine samples Stable Diffusion with); EDM sigma grids from :func:`madlib.diffusion.schedules.edm_sigma_steps`.
+
+No sampler waits on the device inside its loop: the control flow (is this the last step?) reads the sigma grid
+as host numbers taken once from the grid as given (a CPU tensor, as the schedules make it), so a GPU runs the
+steps without a host round trip, which CUDA graphs and compilation need (tested on the meta device, where any
+such read raises).
 """
 
 from __future__ import annotations
@@ -92,10 +97,16 @@ def clipped_posterior_mean(x: torch.Tensor, e: torch.Tensor, schedule: DDPMSched
     return (ab_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - ab_prev) * x) / (1 - ab)
 
 
+def _host_levels(sigmas) -> list[float]:
+    """The sigma grid as Python floats, read once before the loop (no device sync for a CPU grid)."""
+    return torch.as_tensor(sigmas).detach().cpu().tolist()
+
+
 def edm_heun_sampler(denoise: Predict, latents: torch.Tensor, sigmas: torch.Tensor, *,
                      guide: Predict | None = None, weight=constant_weight(0.0)) -> torch.Tensor:
     # EDM Algorithm 1 (deterministic 2nd-order Heun), as CASD Algorithm 2 uses it
     """latents [R, B, ...] ~ N(0, I); denoise(x, sigma) -> D(x; sigma); sigmas decreasing, ending at 0."""
+    levels = _host_levels(sigmas)
     sigmas = sigmas.to(latents.device, latents.dtype)
     n = sigmas.shape[0] - 1
     x = latents * sigmas[0]
@@ -103,7 +114,7 @@ def edm_heun_sampler(denoise: Predict, latents: torch.Tensor, sigmas: torch.Tens
         s_cur, s_next = sigmas[i], sigmas[i + 1]
         d_cur = (x - guided_prediction(denoise, guide, weight, i, n, x, s_cur)) / s_cur
         x_next = x + (s_next - s_cur) * d_cur
-        if s_next > 0:  # 2nd-order correction
+        if levels[i + 1] > 0:  # 2nd-order correction
             d_prime = (x_next - guided_prediction(denoise, guide, weight, i, n, x_next, s_next)) / s_next
             x_next = x + (s_next - s_cur) * (d_cur + d_prime) / 2
         x = x_next
@@ -124,6 +135,7 @@ def euler_ancestral_sampler(denoise: Predict, latents: torch.Tensor, sigmas: tor
     """
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1]; got {eta}")
+    levels = _host_levels(sigmas)
     sigmas = sigmas.to(latents.device, latents.dtype)
     n = sigmas.shape[0] - 1
     x = latents * sigmas[0]
@@ -133,7 +145,7 @@ def euler_ancestral_sampler(denoise: Predict, latents: torch.Tensor, sigmas: tor
         s_up = torch.minimum(s_next, eta * (s_next ** 2 * (s_cur ** 2 - s_next ** 2) / s_cur ** 2).sqrt())
         s_down = (s_next ** 2 - s_up ** 2).sqrt()
         x = x + (s_down - s_cur) * d
-        if s_next > 0 and eta > 0:
+        if levels[i + 1] > 0 and eta > 0:
             x = x + s_up * randn(x.shape, generator, x.device, x.dtype)
     return x
 
