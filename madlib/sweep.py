@@ -2,8 +2,9 @@
 
 A *cell* is one independent piece of a figure's grid (one (n_r, n_s) loop of MAD-3/4, one |D_s| loop of
 SIMS-1, one figure of a build): a dict of plain keyword arguments (numbers, strings, booleans, None, and
-lists or dicts of these) for a plain module-level *cell function*, so that both pickle and any worker that
-can import madlib can run it. :func:`sweep` maps the function over the cells on one of three executors:
+lists or dicts of these) for a plain module-level *cell function*, so that the executors can send it to any
+worker that can import madlib (they pickle the function and the cells on their way to a worker; nothing read
+from ``result_dir`` is ever unpickled). :func:`sweep` maps the function over the cells on one of three executors:
 
 - ``"local"`` (the default): in this process, one cell after another, exactly as a plain loop would.
 - ``"submitit"``: one job per cell through submitit's ``AutoExecutor``: a Slurm job array
@@ -14,12 +15,17 @@ can import madlib can run it. :func:`sweep` maps the function over the cells on 
   call and shut down after it; ``num_gpus`` per task makes Ray give each task its own
   ``CUDA_VISIBLE_DEVICES``.
 
-With ``result_dir`` set, each cell's result is written atomically (:func:`madlib._io.atomic_path`) under a
+With ``result_dir`` set, each cell's result is written atomically to ``<result_dir>/<key>.npz`` under a
 key derived from the function's qualified name, its arguments and madlib's version (:func:`cell_key`), by
 the worker that computed it; a later call reads finished cells back and computes only the missing or failed
-ones, so a sweep interrupted by a crash, a preemption or Ctrl-C resumes with the same numbers. A file that
-does not unpickle whole counts as missing. The key does not see code changes within one madlib version:
-clear ``result_dir`` after editing a cell function.
+ones, so a sweep interrupted by a crash, a preemption or Ctrl-C resumes with the same numbers. The file is
+madlib's plain-data format (:func:`madlib._io.save_plain`: arrays and tensors in an ``.npz``, the rest as JSON,
+a checksum; read with ``numpy.load(allow_pickle=False)``), so a result folder copied from elsewhere cannot run
+code: a cell's value must be numbers, strings, None, lists, tuples, dicts, numpy arrays, tensors or madlib's
+dataclasses of these (anything else fails the cell with a message naming it). A file that is truncated,
+damaged, or holds another function's or cell's result is named in a :class:`madlib._io.StorageWarning` and
+its cell is computed again; results of older madlib versions (``<key>.pkl``, pickles) are never read. The
+key does not see code changes within one madlib version: clear ``result_dir`` after editing a cell function.
 
 A cell that raises is submitted again up to ``retries`` times (Ray: the engine's own ``retry_exceptions``);
 cells that still fail are named in a :class:`SweepError` after every other cell has finished. Every check
@@ -47,12 +53,13 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from madlib._io import atomic_path
+from madlib._io import DamagedFileError, PlainDataError, StorageWarning, load_plain, save_plain
 
 __all__ = ["EXECUTORS", "OPTIONS", "SweepError", "SweepResult", "cell_key", "check_executor", "local_ray", "probe", "sweep"]
 
@@ -180,21 +187,41 @@ def _run_cell(cell_fn: Callable, cell: dict, path: str | None) -> tuple[Any, dic
     seconds = time.perf_counter() - start
     device = _device()
     if path is not None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                pickle.dump({"function": _qualname(cell_fn), "cell": cell, "value": value, "device": device,
-                             "seconds": seconds}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            save_plain(path, {"function": _qualname(cell_fn), "cell": cell, "value": value, "device": device,
+                              "seconds": seconds})
+        except PlainDataError as err:
+            raise SweepError(f"the result of {_qualname(cell_fn)} cannot be stored in {Path(path).parent} "
+                             f"without pickle: {err}") from None
     return value, device, seconds
 
 
-def _load(path: Path):
-    """A stored result, or None when absent or not whole."""
-    try:
-        with open(path, "rb") as f:
-            stored = pickle.load(f)
-        return stored["value"], stored["device"]
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, AttributeError, ImportError, ValueError):
+_RESULT_SUFFIX = ".npz"
+_OLD_SUFFIX = ".pkl"  # earlier versions of madlib wrote pickles; they are never read
+
+
+def _load(path: Path, cell_fn: Callable, cell: dict):
+    """(value, device) of a stored result, or None when absent; a damaged or foreign file is named in a warning."""
+    if not path.exists():
         return None
+    try:
+        stored = load_plain(path)
+        if not isinstance(stored, dict) or not {"function", "cell", "value", "device"} <= set(stored):
+            raise DamagedFileError(f"{path} is not a sweep result")
+        if stored["function"] != _qualname(cell_fn) or not _same_cell(stored["cell"], cell):
+            raise DamagedFileError(f"{path} holds the result of {stored['function']}({str(stored['cell'])[:200]}), "
+                                   "not of this cell")
+    except DamagedFileError as err:
+        warnings.warn(f"sweep result not used: {err}; computing the cell again", StorageWarning, stacklevel=3)
+        return None
+    return stored["value"], stored["device"]
+
+
+def _same_cell(stored, cell: dict) -> bool:
+    try:
+        return _plain(stored, "stored cell") == _plain(cell, "cell")
+    except SweepError:  # not plain data: not a cell of ours
+        return False
 
 
 # --- checks before anything is submitted -----------------------------------------------------------------
@@ -487,16 +514,22 @@ def sweep(cell_fn: Callable, cells: Iterable[Mapping[str, Any]], *, executor: st
     _check_picklable(cell_fn, cells)
     keys = [cell_key(cell_fn, c) for c in cells]
     folder = Path(result_dir) if result_dir is not None else None
-    paths = [str(folder / f"{k}.pkl") if folder is not None else None for k in keys]
+    paths = [str(folder / f"{k}{_RESULT_SUFFIX}") if folder is not None else None for k in keys]
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+        old = [k for k in keys
+               if (folder / f"{k}{_OLD_SUFFIX}").exists() and not (folder / f"{k}{_RESULT_SUFFIX}").exists()]
+        if old:
+            warnings.warn(f"{len(old)} result(s) in {folder} are pickles of an older madlib ({old[0]}{_OLD_SUFFIX}"
+                          f"{', ...' if len(old) > 1 else ''}), which are not read (unpickling a file can run code); "
+                          "their cells are computed again", StorageWarning, stacklevel=2)
 
     start = time.perf_counter()
     values: list = [None] * len(cells)
     devices: list = [None] * len(cells)
     pending = []
     for i, path in enumerate(paths):
-        stored = _load(Path(path)) if path is not None else None
+        stored = _load(Path(path), cell_fn, cells[i]) if path is not None else None
         if stored is None:
             pending.append(i)
         else:

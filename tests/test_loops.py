@@ -102,7 +102,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path):
             raise Interrupt
         return family.summary(model)
 
-    ckpt = tmp_path / "loop.pkl"
+    ckpt = tmp_path / "loop.ckpt"
     with pytest.raises(Interrupt):
         run_loop(family, spec, seed=3, record=record_then_crash, checkpoint=ckpt, progress=False)
     resumed = run_loop(family, spec, seed=3, checkpoint=ckpt, progress=False)

@@ -5,7 +5,6 @@ before any job is submitted."""
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import sys
 import time
@@ -15,6 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from madlib._io import StorageWarning, load_plain
 from madlib.figures.params import ParameterError
 from madlib.figures.runner import _started_a_cell, build
 from madlib.methods.mad_fresh import fresh_limits
@@ -54,7 +54,7 @@ def test_local_equals_a_plain_loop_and_a_rerun_skips_every_cell(tmp_path, in_pro
     first = sweep(fresh_limits, GRID, result_dir=tmp_path, progress=False)
     assert all(same_limits(a, b) for a, b in zip(first.values, in_process))
     assert (first.executor, first.jobs, first.skipped) == ("local", 4, 0)
-    assert sorted(p.name for p in tmp_path.glob("*.pkl")) == sorted(f"{k}.pkl" for k in first.keys)
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == sorted(f"{k}.npz" for k in first.keys)
     again = sweep(fresh_limits, GRID, result_dir=tmp_path, progress=False)
     assert (again.jobs, again.skipped) == (0, 4)
     assert all(same_limits(a, b) for a, b in zip(again.values, in_process))
@@ -73,12 +73,13 @@ def test_key_names_function_arguments_and_version():
 
 def test_a_partly_written_result_is_recomputed(tmp_path, in_process):
     first = sweep(fresh_limits, GRID[:2], result_dir=tmp_path, progress=False)
-    path = tmp_path / f"{first.keys[1]}.pkl"
+    path = tmp_path / f"{first.keys[1]}.npz"
     path.write_bytes(path.read_bytes()[:50])  # a torn file, as a crash outside the atomic write would leave
-    again = sweep(fresh_limits, GRID[:2], result_dir=tmp_path, progress=False)
+    with pytest.warns(StorageWarning, match=f"sweep result not used: {path} cannot be read"):
+        again = sweep(fresh_limits, GRID[:2], result_dir=tmp_path, progress=False)
     assert (again.jobs, again.skipped) == (1, 1)
     assert same_limits(again.values[1], in_process[1])
-    assert same_limits(pickle.loads(path.read_bytes())["value"], in_process[1])  # whole again
+    assert same_limits(load_plain(path)["value"], in_process[1])  # whole again
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
@@ -86,7 +87,7 @@ def test_failed_cells_are_named_kept_apart_and_rerun_alone(tmp_path):
     cells = [dict(index=0), dict(index=1, fail_marker=str(tmp_path / "marker"))]
     with pytest.raises(SweepError, match=r"(?s)1 of 2 cells of madlib\.sweep\.probe failed.*cell 1.*failing once"):
         sweep(probe, cells, result_dir=tmp_path / "results", retries=0, progress=False)
-    assert len(list((tmp_path / "results").glob("*.pkl"))) == 1  # the finished cell is kept
+    assert len(list((tmp_path / "results").glob("*.npz"))) == 1  # the finished cell is kept
     again = sweep(probe, cells, result_dir=tmp_path / "results", retries=0, progress=False)
     assert (again.jobs, again.skipped) == (1, 1) and again.values[1]["square"] == 1
 

@@ -1,25 +1,32 @@
 """A disk cache of trained networks and sampled sets, keyed by everything that changes them.
 
-Used by :mod:`madlib.methods.casd` (sources, DM / SDA / CASD fits, synthetic sets) and :mod:`madlib.methods.sims`
-(base models). A file is named by a SHA-256 of the role, the settings and the data's bytes, holds those settings
-beside its payload, and is used only when they equal the asked ones; it is written atomically
-(:func:`madlib._io.atomic_path`), so an interrupted build leaves either the whole file or none.
+Used by :mod:`madlib.methods.casd` (sources, DM / SDA / CASD fits, synthetic sets), :mod:`madlib.methods.sims`
+(base models) and :mod:`madlib.methods.redifine` (M_0). A file is named by a SHA-256 of the role, the settings and
+the data's bytes, holds those settings and a SHA-256 checksum of its payload (:func:`madlib._io.checksum`) beside
+the payload, and is used only when its format, key and settings equal the asked ones and its payload matches the
+checksum; it is written atomically (:func:`madlib._io.atomic_path`), so an interrupted build leaves either the
+whole file or none. It is read with ``torch.load(weights_only=True)``, so a file cannot run code.
+
+A file that is truncated, damaged (checksum mismatch) or of another format (files written before checksums,
+``madlib-casd-cache-v1``, included) is named in a :class:`madlib._io.StorageWarning` and rebuilt in place, never
+used; one that holds other settings under the same name is rebuilt too (without a warning, as before).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from madlib._io import atomic_path
+from madlib._io import StorageWarning, atomic_path, checksum
 
 __all__ = ["cache_key", "cached_fit", "CACHE_FORMAT"]
 
-CACHE_FORMAT = "madlib-casd-cache-v1"  # the format CASD's caches were first written in; unchanged so they stay valid
+CACHE_FORMAT = "madlib-cache-v2"  # v2: a payload checksum (v1, "madlib-casd-cache-v1", had none: rebuilt)
 
 
 def cache_key(role: str, settings: dict, *arrays: torch.Tensor) -> str:
@@ -36,25 +43,47 @@ def _cache_file(cache_dir, role: str, key: str) -> Path | None:
     return None if cache_dir is None else Path(cache_dir) / f"{role}-{key[:20]}.pt"
 
 
+def _read(path: Path, key: str, settings: dict) -> tuple[dict | None, str]:
+    """(payload, "") from a valid cache file, or (None, what is wrong with it)."""
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, garbage or a pickle of objects: rebuild it
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        return None, f"unreadable ({type(err).__name__}: {first})"
+    if not isinstance(stored, dict) or not {"format", "key", "settings", "payload"} <= set(stored):
+        return None, "not a madlib cache file"
+    if stored["format"] != CACHE_FORMAT or "checksum" not in stored:
+        return None, f"in format {stored['format']!r} without a payload checksum (now {CACHE_FORMAT!r})"
+    if stored["key"] != key or stored["settings"] != settings:
+        return None, ""  # another fit under this name (the name is a hash prefix): replaced without a word, as before
+    try:
+        ok = checksum(stored["payload"]) == stored["checksum"]
+    except TypeError:
+        ok = False
+    if not ok:
+        return None, "damaged (its payload does not match its checksum)"
+    return stored["payload"], ""
+
+
 def cached_fit(cache_dir, role: str, settings: dict, key: str, build: Callable[[], dict]) -> tuple[dict, bool]:
     """The payload (a dict of tensors and numbers) stored under ``key``, or ``build()``'s, written atomically.
 
-    A stored file is used only if its format, key and settings all equal the asked ones (a file with other
-    settings is rebuilt and overwritten, never reused). ``cache_dir=None`` builds without storing. Returns
-    (payload, loaded_from_cache).
+    A stored file is used only if its format, key and settings all equal the asked ones and its payload matches
+    its checksum; any other file is rebuilt and overwritten, never reused (a truncated, damaged or old-format
+    one is named in a StorageWarning).
+    ``cache_dir=None`` builds without storing. Returns (payload, loaded_from_cache).
     """
     path = _cache_file(cache_dir, role, key)
+    settings = json.loads(json.dumps(settings))
     if path is not None and path.exists():
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a foreign or damaged file: rebuild it
-            stored = None
-        if (isinstance(stored, dict) and stored.get("format") == CACHE_FORMAT and stored.get("key") == key
-                and stored.get("settings") == json.loads(json.dumps(settings))):
-            return stored["payload"], True
+        payload, reason = _read(path, key, settings)
+        if payload is not None:
+            return payload, True
+        if reason:
+            warnings.warn(f"cached {role} {path} is {reason}; rebuilding it", StorageWarning, stacklevel=2)
     payload = build()
     if path is not None:
         with atomic_path(path) as tmp:
-            torch.save({"format": CACHE_FORMAT, "key": key, "settings": json.loads(json.dumps(settings)),
+            torch.save({"format": CACHE_FORMAT, "key": key, "settings": settings, "checksum": checksum(payload),
                         "payload": payload}, tmp)
     return payload, False

@@ -13,13 +13,22 @@ its arrays. The engine only decides *who trains on what*:
 Options shared by all three: the sampling bias ``lam``; ``accumulate`` keeps every past
 synthetic set; ``last_k`` draws the synthetic set from the last K models (MAD App. G exp. 1).
 The growing loop takes ``lam`` but neither ``accumulate`` nor ``last_k``.
+
+**Checkpoints** (``run_loop(checkpoint=...)``) are written after every generation in madlib's plain-data format
+(:func:`madlib._io.save_plain`: an ``.npz`` of the arrays and tensors with the rest as JSON and a checksum; read
+back with ``numpy.load(allow_pickle=False)``, so a file handed over cannot run code). They hold the run's
+identity (spec, seed, the family's fingerprint), the random generator's state, the records so far and the
+family's models and data of the window (numpy arrays, tensors, madlib's dataclasses, nn.Modules of madlib and
+torch.nn; a model holding anything else is refused when the first checkpoint is written, naming it). A
+checkpoint that is truncated, damaged or in the old pickle format is named in a :class:`madlib._io.StorageWarning`
+and the run starts again from generation 1 (and overwrites it); one of another run is refused with a ValueError.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
@@ -28,10 +37,10 @@ import numpy as np
 from tqdm import tqdm
 
 from madlib._checks import check_choice, check_int, check_interval
-from madlib._io import atomic_path
+from madlib._io import DamagedFileError, PlainDataError, StorageWarning, load_plain, save_plain
 
 LOOP_KINDS = ("fully_synthetic", "augmentation", "fresh", "growing")
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2  # 2: madlib's plain-data format (1 was a pickle)
 
 
 class ModelFamily(Protocol):
@@ -143,19 +152,28 @@ def _synthetic_counts(n_synth: int, models: int) -> list[int]:
     return [base] * (models - 1) + [base + rest]
 
 
-def _atomic_pickle(obj, path: Path) -> None:
-    """A reader never sees half a checkpoint."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+def _save_checkpoint(state: dict, path: Path) -> None:
+    """A reader never sees half a checkpoint; a model that is not plain data is refused by name."""
+    try:
+        save_plain(path, state)
+    except PlainDataError as err:
+        raise ValueError(f"checkpoint {path} cannot hold this run's state without pickle: {err}; run without a "
+                         "checkpoint, or give the family's models plain attributes") from None
 
 
 def _load_checkpoint(path: Path, identity: dict) -> dict | None:
+    """The checkpoint's state; None when there is none or it cannot be used (a damaged file is named in a warning)."""
     if not path.exists():
         return None
-    with open(path, "rb") as f:
-        state = pickle.load(f)
-    if state.get("identity") != identity:
-        raise ValueError(f"checkpoint {path} belongs to another run ({state.get('identity')}); "
+    try:
+        state = load_plain(path)
+    except DamagedFileError as err:
+        warnings.warn(f"loop checkpoint not used: {err}; the run starts from generation 1 and overwrites it",
+                      StorageWarning, stacklevel=3)
+        return None
+    if not isinstance(state, dict) or state.get("identity") != identity:
+        theirs = state.get("identity") if isinstance(state, dict) else None
+        raise ValueError(f"checkpoint {path} belongs to another run ({theirs}); "
                          f"delete it or pass another checkpoint path for {identity}")
     return state
 
@@ -171,8 +189,10 @@ def run_loop(family: ModelFamily, spec: LoopSpec, *, seed: int,
         spec: the loop (:class:`LoopSpec`).
         seed: seeds the one random generator of the whole run.
         record: model -> dict of per-run arrays kept for every generation (default ``family.summary``).
-        checkpoint: file written atomically after every generation; an interrupted call with the same
-            arguments resumes after the last finished generation and gives the same numbers.
+        checkpoint: file written atomically after every generation (madlib's plain-data format, whatever its
+            suffix; module docstring); an interrupted call with the same arguments resumes after the last
+            finished generation and gives the same numbers. A damaged file is named in a StorageWarning and
+            the run starts afresh; another run's checkpoint is refused with a ValueError.
         progress: show a tqdm bar over generations.
     """
     seed = check_int("seed", seed, minimum=0)
@@ -230,9 +250,9 @@ def run_loop(family: ModelFamily, spec: LoopSpec, *, seed: int,
                 records.setdefault(name, []).append(value)
             generations.append(t)
             if path is not None:
-                _atomic_pickle({"identity": identity, "done": t, "rng_state": rng.bit_generator.state,
-                                "records": records, "generations": generations, "window": window,
-                                "real_fixed": real_fixed, "synth_all": synth_all}, path)
+                _save_checkpoint({"identity": identity, "done": t, "rng_state": rng.bit_generator.state,
+                                  "records": records, "generations": generations, "window": window,
+                                  "real_fixed": real_fixed, "synth_all": synth_all}, path)
             bar.update(1)
 
     return LoopResult(spec=spec, seed=seed, generation=np.asarray(generations),

@@ -68,8 +68,8 @@ from torch import nn
 from tqdm import tqdm
 
 from madlib._checks import check_choice, check_int, check_interval
-from madlib._io import atomic_path
 from madlib.data.images import from_uint8, load_images, to_uint8
+from madlib.diffusion.cache import cached_fit
 from madlib.diffusion.guidance import constant_weight, exponential_cfg_weight, guided_prediction, w_from_cfg_scale
 from madlib.diffusion.losses import EDMPrecond, edm_loss
 from madlib.diffusion.samplers import euler_ancestral_sampler
@@ -112,14 +112,20 @@ def _m0_settings(dataset, image_size, base_channels, channel_mults, images_seen,
             "ema_decay": ema_decay, "seed": seed, "train_data_sha256": data}
 
 
+def _m0_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def m0_cache_path(settings: dict, cache_dir: str | Path | None = None) -> Path:
     """Where the M_0 of ``settings`` is cached: ``<cache_dir>/redifine-m0-<hash>.pt`` (default: madlib's cache,
     ``$MADLIB_CACHE`` or ``~/.cache/madlib``)."""
+    return _m0_cache_dir(cache_dir) / f"redifine-m0-{_m0_key(settings)}.pt"
+
+
+def _m0_cache_dir(cache_dir: str | Path | None) -> Path:
     from madlib.metrics.lenet import cache_dir as default_cache_dir
 
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return root / f"redifine-m0-{key}.pt"
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
 
 def _new_m0(settings: dict, device) -> EDMPrecond:
@@ -137,8 +143,10 @@ def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels
     """Train (or load from the cache) M_0: a class-conditional EDM U-Net on ``dataset``'s training split.
 
     Label dropout ``label_dropout`` trains the "no label" token (the unconditional branch CFG needs). The cache
-    file (:func:`m0_cache_path`) is keyed by every setting and a digest of the training images, and written
-    atomically; ``use_cache=False`` trains without reading or writing it.
+    file (:func:`m0_cache_path`) is keyed by every setting and a digest of the training images, and kept by
+    :func:`madlib.diffusion.cache.cached_fit` (written atomically, with a checksum of the weights; a truncated,
+    damaged or stale file is named in a warning and trained again); ``use_cache=False`` trains without reading or
+    writing it.
     """
     image_size = check_int("image_size", image_size, minimum=4)
     base_channels = check_int("base_channels", base_channels, minimum=1)
@@ -151,27 +159,30 @@ def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels
     seed = check_int("seed", seed, minimum=0)
     settings = _m0_settings(dataset, image_size, base_channels, tuple(channel_mults), images_seen, batch_size, lr,
                             warmup, label_dropout, ema_decay, seed)
+    trained = {}
+
+    def build() -> dict:
+        net = _new_m0(settings, device)
+        images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
+        x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, 1, H, W]
+        g = torch.Generator().manual_seed(seed)
+        ema = trained["net"] = copy.deepcopy(net)
+        start = time.perf_counter()
+        train_ensemble(net, x, edm_loss, samples_seen=images_seen, batch_size=batch_size, lr=lr,
+                       labels=labels.to(device)[None], cond_dropout=label_dropout, generator=g, warmup=warmup, ema=ema,
+                       ema_decay=ema_decay, progress=progress)
+        return {"state_dict": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
+                "seconds": time.perf_counter() - start}
+
+    # the file name is m0_cache_path's: role "redifine-m0" and the 16-digit settings hash as the key
+    payload, cached = cached_fit(_m0_cache_dir(cache_dir) if use_cache else None, "redifine-m0", settings,
+                                 _m0_key(settings), build)
+    net = trained.get("net")
+    if net is None:
+        net = _new_m0(settings, device)
+        net.load_state_dict(payload["state_dict"])
     path = m0_cache_path(settings, cache_dir) if use_cache else None
-    net = _new_m0(settings, device)
-    if path is not None and path.exists():
-        state = torch.load(path, map_location=device, weights_only=True)
-        if state.get("settings") != settings:
-            raise ValueError(f"M0 cache {path} holds other settings ({state.get('settings')}); delete it")
-        net.load_state_dict(state["state_dict"])
-        return PretrainedM0(net.eval().requires_grad_(False), settings, path, float(state["seconds"]), True)
-    images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
-    x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, 1, H, W]
-    g = torch.Generator().manual_seed(seed)
-    ema = copy.deepcopy(net)
-    start = time.perf_counter()
-    train_ensemble(net, x, edm_loss, samples_seen=images_seen, batch_size=batch_size, lr=lr,
-                   labels=labels.to(device)[None], cond_dropout=label_dropout, generator=g, warmup=warmup, ema=ema,
-                   ema_decay=ema_decay, progress=progress)
-    seconds = time.perf_counter() - start
-    if path is not None:
-        with atomic_path(path) as tmp:
-            torch.save({"settings": settings, "state_dict": ema.state_dict(), "seconds": seconds}, tmp)
-    return PretrainedM0(ema.eval().requires_grad_(False), settings, path, seconds, False)
+    return PretrainedM0(net.eval().requires_grad_(False), settings, path, float(payload["seconds"]), cached)
 
 
 # ---------------------------------------------------------------------------------------------- Finetune
