@@ -17,6 +17,14 @@ TINY = dict(image_size=8, base_channels=8, channel_mults=(1, 2))
 # Two groups keep every gradient well defined; lr 1e-4 moves weights ~3e-4, 30x the tolerance.
 TRAINABLE = TINY | dict(norm_groups=2)
 LR = 1e-4
+# The training comparisons run in float64, so that they hold on any CPU. Adam divides by the root of the
+# second moments, which amplifies a one-ulp difference in a gradient (another summation order: vmap against
+# one net after another, another CPU's kernels) into a weight difference far above the ulp: in float32 four
+# steps differed by 1e-5 here and 4.3e-5 on an AMD CPU, of the 4e-4 the weights move (a relative error of
+# ~1e6 float32 eps). The same amplification in float64 gives 4e-4 * 1e6 * 2.2e-16 ~ 1e-13 (2e-16 measured);
+# ATOL_ADAM leaves 1000x headroom above that and stays 1e6x below the 4e-4 that a member trained on other
+# batches, labels or dropout would differ by.
+ATOL_ADAM = 1e-10
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,14 +104,14 @@ def test_member_round_trips_and_is_a_copy():
 def test_summed_losses_give_each_member_its_own_adam_steps(strategy):
     # each member sees fixed draws (x_t, t, noise) drawn once; batched: one Adam on the summed losses,
     # alone: one Adam per UNet on its own loss
-    nets = _nets(2, **TRAINABLE)
+    nets = [net.double() for net in _nets(2, **TRAINABLE)]  # float64: see ATOL_ADAM
     batched = BatchedUNet.from_nets(nets, strategy=strategy)
     opt_batched = torch.optim.Adam(batched.parameters(), lr=LR)
     opts = [torch.optim.Adam(net.parameters(), lr=LR) for net in nets]
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
-        xt, noise = torch.randn(2, 2, 6, 1, 8, 8, generator=g).unbind(0)  # [R, B, C, H, W] each
-        t, y = torch.randint(0, 50, (2, 6), generator=g).float(), torch.randint(0, 11, (2, 6), generator=g)
+        xt, noise = torch.randn(2, 2, 6, 1, 8, 8, generator=g, dtype=torch.float64).unbind(0)  # [R, B, C, H, W] each
+        t, y = torch.randint(0, 50, (2, 6), generator=g).double(), torch.randint(0, 11, (2, 6), generator=g)
         opt_batched.zero_grad()
         ((batched(xt, t, y) - noise) ** 2).mean(dim=(1, 2, 3, 4)).sum().backward()
         opt_batched.step()
@@ -112,16 +120,19 @@ def test_summed_losses_give_each_member_its_own_adam_steps(strategy):
             ((net(xt[r], t[r], y[r]) - noise[r]) ** 2).mean().backward()
             opt.step()
     for r in range(2):
-        _same_weights(batched.member(r), nets[r], atol=1e-5)
-    start = awake(UNet(seed=0, **TRAINABLE), seed=10)
+        assert batched.member(r).stem.weight.dtype == torch.float64
+        _same_weights(batched.member(r), nets[r], atol=ATOL_ADAM)
+    start = awake(UNet(seed=0, **TRAINABLE), seed=10).double()
     assert max((p - q).abs().max() for p, q in zip(nets[0].parameters(), start.parameters())) > 1e-4
 
 
 def test_train_ensemble_trains_it_as_it_trains_unets_one_after_another():
-    nets = _nets(2, **TRAINABLE)
+    nets = [net.double() for net in _nets(2, **TRAINABLE)]  # float64: see ATOL_ADAM
+    start = [p.detach().clone() for p in nets[0].parameters()]
     batched, reference = BatchedUNet.from_nets(nets, strategy="vmap"), _OneAfterAnother(nets)
     g = torch.Generator().manual_seed(2)
-    data, labels = torch.randn(2, 12, 1, 8, 8, generator=g), torch.randint(0, 10, (2, 12), generator=g)
+    data = torch.randn(2, 12, 1, 8, 8, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 10, (2, 12), generator=g)
     schedule = cosine_schedule(50)
     loss = lambda m, x, **kw: ddpm_eps_loss(m, x, schedule, **kw)  # noqa: E731
     settings = dict(samples_seen=24, batch_size=6, lr=LR, labels=labels, cond_dropout=0.2)
@@ -129,7 +140,10 @@ def test_train_ensemble_trains_it_as_it_trains_unets_one_after_another():
     train_ensemble(reference, data, loss, generator=torch.Generator().manual_seed(3), **settings)
     assert stats.steps == 4 and len(stats.final_loss) == 2
     for r in range(2):
-        _same_weights(batched.member(r), reference.nets[r], atol=1e-5)
+        assert batched.member(r).stem.weight.dtype == torch.float64
+        _same_weights(batched.member(r), reference.nets[r], atol=ATOL_ADAM)
+    # the weights moved far beyond the tolerance, so the comparison can fail
+    assert max((p - q).abs().max() for p, q in zip(reference.nets[0].parameters(), start)) > 1e-4
 
 
 def test_extra_arguments_reach_each_member():

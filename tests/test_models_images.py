@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from madlib.data import from_uint8, load_image_set, save_image_set, to_uint8
+from madlib.data import from_uint8, load_image_set, save_image_set, settings_key, to_uint8
 from madlib.diffusion.guidance import class_conditional, constant_weight
 from madlib.diffusion.samplers import ddpm_ancestral_sampler
 from madlib.loops import LoopSpec, run_loop
@@ -113,6 +113,88 @@ def test_store_holds_the_eval_samples_that_summary_measured(tmp_path):
     metrics = image_metrics(torch.from_numpy(stored.images), torch.from_numpy(stored.labels), family.test_images,
                             family.test_labels, family._lenet())
     assert metrics["fid"] == summary["fid"][0] and metrics["recall"] == summary["recall"][0]
+
+
+def _run_into(store, epochs: float, spec: LoopSpec):
+    """One loop of the tiny family at ``epochs`` writing its sets into ``store``; (family, LoopResult)."""
+    family = _family(epochs=epochs, store_dir=store)
+    return family, run_loop(family, spec, seed=0, progress=False)
+
+
+def test_two_runs_of_other_settings_into_one_folder_each_read_only_their_own_sets(tmp_path):
+    # issue 29: two builds of mad_9_11 with other epochs and one store_dir read each other's evaluation sets.
+    # Keyed as the MNIST notebooks key their store: each run writes into store_dir / settings_<key of its settings>
+    spec = LoopSpec("fully_synthetic", generations=2, n_synth=30, n_ini=40)
+    runs = {}
+    for epochs in (2.0, 1.0):  # the second run starts after the first one finished writing: the case that went wrong
+        key = settings_key({**TINY, "epochs": epochs, "generations": spec.generations, "n_images": 40, "seeds": [0]})
+        runs[epochs] = _run_into(tmp_path / f"settings_{key}", epochs, spec)
+    assert len({family.store_dir for family, _ in runs.values()}) == 2
+    assert sorted(p.parent for p in tmp_path.iterdir()) == [tmp_path] * 2
+    for epochs, (family, result) in runs.items():
+        for t in (1, 2):
+            stored = family.load_stored(t, "eval")
+            assert stored.meta["family"]["epochs"] == epochs and stored.meta["generation"] == t
+            # the very samples this run measured: their FID is the one its loop recorded
+            metrics = family.measure(torch.from_numpy(stored.images), torch.from_numpy(stored.labels))
+            assert metrics["fid"] == result.records["fid"][t - 1, 0]
+            assert family.load_stored(t, "train").meta["family"]["epochs"] == epochs
+    assert not np.array_equal(runs[2.0][0].load_stored(1).images, runs[1.0][0].load_stored(1).images)
+
+
+def test_a_set_that_other_settings_wrote_into_the_same_folder_is_refused_naming_both(tmp_path):
+    # without a key of its own, the second run overwrites the first run's sets: the first may not read them
+    spec = LoopSpec("fully_synthetic", generations=2, n_synth=30, n_ini=40)
+    first, _ = _run_into(tmp_path, 2.0, spec)
+    second, result = _run_into(tmp_path, 1.0, spec)
+    for t in (1, 2):
+        for kind in ("eval", "train"):
+            with pytest.raises(ValueError, match=rf"gen_00{t}_{kind}.npz was written with other settings than expected"
+                                                 r".*family.epochs: stored 1.0, expected 2.0"):
+                first.load_stored(t, kind)
+        stored = second.load_stored(t)  # the run that wrote them reads them
+        assert second.measure(torch.from_numpy(stored.images), torch.from_numpy(stored.labels))["fid"] == \
+            result.records["fid"][t - 1, 0]
+    assert second.load_stored(np.int64(2)).meta["generation"] == 2  # numpy integers (np.arange) are generations too
+    with pytest.raises(FileNotFoundError, match="gen_003_eval.npz"):
+        second.load_stored(3)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        second.load_stored(1, "test")
+    with pytest.raises(ValueError, match="store_dir is None"):
+        _family().load_stored(1)
+
+
+def test_load_image_set_checks_the_expected_meta_entry_by_entry(tmp_path):
+    settings = {"epochs": 2.0, "channel_mults": (1, 2), "lr": 1e-3}
+    path = save_image_set(tmp_path / "set.npz", np.zeros((2, 1, 2, 2), np.uint8), np.arange(2),
+                          {"generation": 1, "family": {**settings, "channel_mults": [1, 2]}})
+    assert load_image_set(path, expect={"family": settings, "generation": 1}).meta["generation"] == 1  # tuple = list
+    assert load_image_set(path, expect={}).meta["family"]["epochs"] == 2.0
+    with pytest.raises(ValueError, match=r"family.epochs: stored 2.0, expected 3.0; family.lr: stored 0.001, "
+                                         r"expected 0.01"):
+        load_image_set(path, expect={"family": {**settings, "epochs": 3.0, "lr": 1e-2}})
+    with pytest.raises(ValueError, match=r"family.ema_decay: not stored, expected 0.99"):
+        load_image_set(path, expect={"family": {**settings, "ema_decay": 0.99}})
+    with pytest.raises(ValueError, match=r"family.lr: stored 0.001, not expected"):
+        load_image_set(path, expect={"family": {"epochs": 2.0, "channel_mults": [1, 2]}})
+    with pytest.raises(ValueError, match=r"seed: not stored, expected 0"):
+        load_image_set(path, expect={"seed": 0})
+    with pytest.raises(ValueError, match="expect must be JSON-serialisable"):
+        load_image_set(path, expect={"family": object()})
+
+
+def test_settings_key_changes_with_every_setting_and_only_with_them():
+    base = {"epochs": 2.0, "lam_values": [1.0, 0.8], "device": "cpu"}
+    key = settings_key(base)
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert settings_key(dict(reversed(list(base.items())))) == key  # the order of the entries does not matter
+    assert settings_key({**base, "lam_values": (1.0, 0.8)}) == key  # a tuple is stored as a list
+    assert len({key, settings_key({**base, "epochs": 1.0}), settings_key({**base, "lam_values": [1.0]}),
+                settings_key({**base, "seed": 0})}) == 4
+    with pytest.raises(ValueError, match="settings must be a mapping"):
+        settings_key([1, 2])
+    with pytest.raises(ValueError, match="settings must be JSON-serialisable"):
+        settings_key({"root": object()})
 
 
 def test_image_metrics_of_the_real_set_against_itself():

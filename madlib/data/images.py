@@ -166,10 +166,18 @@ def to_uint8(images: torch.Tensor, pixel_range: tuple[float, float] = (0.0, 1.0)
 
     round(255 (x - low) / (high - low)) after clipping to the range (rounding half to even); the
     inverse of :func:`from_uint8` on the 256 grey levels. Any shape; stays on the input's device.
+    NaN has no grey level: images holding any raise ValueError (a diverged sampler, not a black pixel);
+    +-inf clip to the ends of the range like any other value outside it.
     """
     if not images.is_floating_point():
         raise ValueError(f"images must be a float tensor to quantise; got {images.dtype}")
     low, high = _check_pixel_range(pixel_range)
+    nan = torch.isnan(images)
+    if nan.any():
+        bad = int(nan.reshape(len(images), -1).any(1).sum()) if images.ndim > 1 else int(nan.sum())
+        raise ValueError(f"images must not hold NaN (it has no grey level; was the sampler diverging?); got "
+                         f"{int(nan.sum())} NaN values in {bad} of {len(images) if images.ndim else 1} "
+                         f"{'images' if images.ndim > 1 else 'values'}")
     x = (images.to(torch.promote_types(images.dtype, torch.float32)) - low) / (high - low)
     return torch.round(x.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 

@@ -17,6 +17,14 @@ metrics or t-SNE without retraining. numpy only.
 so a crash leaves the old file or none. :func:`load_image_set` raises ``ValueError`` naming the path
 for anything that is not a complete set: a truncated or corrupt archive, a missing header, a
 checksum that does not match the arrays.
+
+**Settings, not paths.** A set is only as good as the settings that made it, and a path says nothing about
+them: two runs of other settings writing into one folder would read each other's sets. So a writer keeps
+the settings in ``meta``, a reader passes the settings it expects as ``load_image_set(path, expect=...)``
+(a set written with others is refused with a message naming both, never returned), and a caller that
+writes the sets of many runs keys their folder by :func:`settings_key` so that runs of other settings never
+share one (the MNIST loop notebooks do both, through
+:meth:`madlib.models.images.ImageDiffusionFamily.load_stored`).
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ import numpy as np
 
 from madlib._io import atomic_path
 
-__all__ = ["FORMAT", "StoredImageSet", "save_image_set", "load_image_set", "save_sample_archive", "load_sample_archive"]
+__all__ = ["FORMAT", "StoredImageSet", "save_image_set", "load_image_set", "save_sample_archive", "load_sample_archive",
+           "settings_key"]
 
 FORMAT = "madlib-image-set-v1"
 _PREFIX = "array_"
@@ -63,6 +72,42 @@ def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _plain_json(name: str, value) -> object:
+    """``value`` as JSON gives it back (tuples become lists), or ValueError naming ``name``."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True, allow_nan=True))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be JSON-serialisable (numbers, strings, lists, dicts): {err}") from None
+
+
+def settings_key(settings: Mapping) -> str:
+    """16 hex digits of the SHA-256 of ``settings`` as canonical JSON (sorted keys): a folder or file name that
+    differs whenever a setting does, so that sets made with other settings never share it.
+
+    ``settings``: a JSON-serialisable mapping (tuples count as lists; 1 and 1.0 give different keys, so pass
+    settings as the code resolved them, e.g. a family's ``settings()``).
+    """
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"settings must be a mapping of setting names to values; got {type(settings).__name__}")
+    canonical = json.dumps(_plain_json("settings", dict(settings)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _differences(stored, expected, where: str) -> list[str]:
+    """'where: stored X, expected Y' for each leaf that differs (nested dicts compared key by key)."""
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        out = []
+        for key in sorted(set(stored) | set(expected), key=str):
+            if key not in stored:
+                out.append(f"{where}.{key}: not stored, expected {expected[key]!r}")
+            elif key not in expected:
+                out.append(f"{where}.{key}: stored {stored[key]!r}, not expected")
+            else:
+                out += _differences(stored[key], expected[key], f"{where}.{key}")
+        return out
+    return [] if stored == expected else [f"{where}: stored {stored!r}, expected {expected!r}"]
 
 
 def save_image_set(path: str | os.PathLike, images, labels, meta: Mapping | None = None, *,
@@ -107,9 +152,18 @@ def save_image_set(path: str | os.PathLike, images, labels, meta: Mapping | None
     return path
 
 
-def load_image_set(path: str | os.PathLike) -> StoredImageSet:
-    """Read a set written by :func:`save_image_set`; a truncated, corrupt or foreign file raises ValueError."""
+def load_image_set(path: str | os.PathLike, *, expect: Mapping | None = None) -> StoredImageSet:
+    """Read a set written by :func:`save_image_set`; a truncated, corrupt or foreign file raises ValueError.
+
+    Args:
+        path: the .npz file.
+        expect: meta entries the set must hold, as this run would have written them (e.g.
+            ``{"family": family.settings()}``); nested dicts are compared entry by entry. A set whose stored
+            meta differs in any of them (one written by a run of other settings) raises ValueError naming the
+            path and each differing setting with its stored and expected value: it is never returned.
+    """
     path = Path(path)
+    wanted = _plain_json("expect", dict(expect)) if expect is not None else None
     if not path.is_file():
         raise FileNotFoundError(f"no image set at {path}")
     try:
@@ -123,6 +177,15 @@ def load_image_set(path: str | os.PathLike) -> StoredImageSet:
         raise ValueError(f"{path} is not a {FORMAT} file (format {header.get('format')!r})")
     if header.get("sha256") != _checksum(stored):
         raise ValueError(f"{path} is corrupt: its arrays do not match the stored SHA-256; delete it and write it again")
+    if wanted is not None:
+        meta = header.get("meta", {})
+        diffs = [d for key in sorted(wanted) for d in
+                 (_differences(meta[key], wanted[key], key) if key in meta else
+                  [f"{key}: not stored, expected {wanted[key]!r}"])]
+        if diffs:
+            raise ValueError(f"{path} was written with other settings than expected, so it is not this run's set: "
+                             f"{'; '.join(diffs)}. Write this run's sets to a folder of their own (e.g. keyed by "
+                             f"madlib.data.settings_key) or delete the file and run again")
     arrays = {name[len(_PREFIX):]: value for name, value in stored.items() if name.startswith(_PREFIX)}
     return StoredImageSet(stored["images"], stored["labels"], header["meta"], arrays)
 

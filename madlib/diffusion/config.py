@@ -7,6 +7,7 @@ fields here are exactly the ones both had, so the cache keys of either (built fr
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,14 +17,28 @@ from madlib.diffusion.losses import EDMPrecond
 from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.unet import UNet
 
-__all__ = ["EDMConfig"]
+__all__ = ["EDMConfig", "check_sigma_grid"]
+
+
+def check_sigma_grid(sigma_min, sigma_max, rho) -> tuple[float, float, float]:
+    """EDM's sigma grid (Eq. 5) as floats, or ValueError naming the argument: 0 < sigma_min < sigma_max, both
+    finite (an infinite sigma_max gives NaN sigmas and blank samples), rho finite and > 0."""
+    sigma_min = check_interval("sigma_min", sigma_min, 0.0, math.inf, low_open=True, high_open=True)
+    sigma_max = check_interval("sigma_max", sigma_max, 0.0, math.inf, low_open=True, high_open=True)
+    if not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min must be below sigma_max (0 < sigma_min < sigma_max < inf); got sigma_min = "
+                         f"{sigma_min:g}, sigma_max = {sigma_max:g}")
+    rho = check_interval("rho", rho, 0.0, math.inf, low_open=True, high_open=True)
+    return sigma_min, sigma_max, rho
 
 
 @dataclass(frozen=True)
 class EDMConfig:
     """image_size, image_channels: images [C, H, W]; base_channels, channel_mults, num_res_blocks: the U-Net.
     batch_size, lr (Adam), warmup (images seen of linear warm-up), ema_decay (the EMA copy samples).
-    sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (EDM Eq. 5); sample_batch: images per sampler call.
+    sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (EDM Eq. 5; 0 < sigma_min < sigma_max, both finite,
+    rho finite and > 0); sample_batch: images per sampler call. Every field is checked on construction: a value
+    outside its range raises ValueError naming it.
     """
 
     image_size: int = 14
@@ -51,8 +66,13 @@ class EDMConfig:
         check_int("warmup", self.warmup, minimum=0)
         check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         check_int("sample_steps", self.sample_steps, minimum=2)
+        check_sigma_grid(self.sigma_min, self.sigma_max, self.rho)
         check_int("sample_batch", self.sample_batch, minimum=1)
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+        if not self.channel_mults:
+            raise ValueError("channel_mults must hold at least one multiplier (an integer >= 1 per level); got ()")
+        for i, mult in enumerate(self.channel_mults):
+            check_int(f"channel_mults[{i}]", mult, minimum=1)
 
     def settings(self) -> dict:
         """Every field as plain JSON data (channel_mults as a list)."""

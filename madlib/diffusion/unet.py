@@ -43,10 +43,11 @@ from madlib._checks import check_int
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     # Ho et al. 2020 App. B (Vaswani et al. 2017 Sec. 3.5): [sin(t f_i), cos(t f_i)], f_i = max_period^(-i / half)
-    """t [N] (floats) -> [N, dim]."""
+    """t [N] (floats) -> [N, dim], in float64 for float64 t (a network run in double precision), else float32."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]  # [N, half]
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = t.to(dtype)[:, None] * freqs[None]  # [N, half]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     return F.pad(emb, (0, dim % 2))
 

@@ -120,7 +120,12 @@ def first_n_index(labels: torch.Tensor, n: int, classes=None) -> torch.Tensor:
 
 
 def first_n_balanced(images: torch.Tensor, labels: torch.Tensor, n: int, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images [n, ...], labels [n]) at :func:`first_n_index`: the real set D_r of a CASD cell."""
+    """(images [n, ...], labels [n]) at :func:`first_n_index`: the real set D_r of a CASD cell.
+
+    ``images`` [N, ...] and ``labels`` [N] must be paired one to one (ValueError otherwise)."""
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels must hold one label per image; got {len(images)} images and "
+                         f"{len(labels)} labels")
     idx = first_n_index(labels, n, classes)
     return images[idx], labels[idx]
 

@@ -42,8 +42,9 @@ from madlib.diffusion.samplers import edm_heun_sampler
 from madlib.diffusion.training import TrainStats, train_ensemble
 from madlib.diffusion.unet import UNet
 
-__all__ = ["SIMSConfig", "SIMSModel", "train_base", "synthesize", "train_auxiliary", "sims_sample", "sims_grid",
-           "select_then_report", "group_shifted_subset", "freeze_encoder", "SharedEncoderPair", "network_evaluations"]
+__all__ = ["SIMSConfig", "SIMSModel", "train_base", "synthesize", "train_auxiliary", "sims_sample", "check_sims_weight",
+           "sims_grid", "select_then_report", "group_shifted_subset", "freeze_encoder", "SharedEncoderPair",
+           "network_evaluations"]
 
 PIXEL_RANGE = (-1.0, 1.0)
 
@@ -135,18 +136,29 @@ def _latents(n: int, config: SIMSConfig, seed: int) -> torch.Tensor:
     return torch.randn((n, config.image_channels, config.image_size, config.image_size), generator=g)
 
 
+def check_sims_weight(name: str, w) -> float:
+    # SIMS Eq. 5 (S:347, S:816): w = -1 is the auxiliary model alone, w = 0 the base; the paper defines none below -1
+    """``w`` as a float, or ValueError naming ``name`` unless it is a finite number >= -1."""
+    w = float(check_weight(w))
+    if w < -1:
+        raise ValueError(f"{name} must be a finite number >= -1 (SIMS Eq. 5: w = -1 samples the auxiliary model "
+                         f"alone, w = 0 the base model, w > 0 guides away from the auxiliary model); "
+                         f"got {name} = {w:g}")
+    return w
+
+
 def sims_sample(base: SIMSModel, aux: SIMSModel | None, w: float, n: int, config: SIMSConfig, *, seed: int,
                 guide_from: int = 0, shared_encoder: bool = False, device: str = "cpu") -> torch.Tensor:
     # SIMS Eq. 5: s = (1 + w) s_base - w s_aux, sampled with Heun (EDM Algorithm 1)
     """n uint8 images [n, C, H, W] (CPU) of the SIMS model, deterministic given ``seed`` (its latents).
 
-    w = 0 (or ``aux`` None) samples the base model alone: the same images, bit for bit, as without an auxiliary
-    model. w = -1 samples the auxiliary model alone (evaluated directly, not as base - (base - aux), which
-    rounds differently). ``guide_from``: guidance only from Heun step ``guide_from`` on (SIMS App. A skips the
-    first steps; steps count from pure noise). ``shared_encoder``: for an auxiliary model fine-tuned with
-    :func:`freeze_encoder`, evaluate the shared encoder once per step (:class:`SharedEncoderPair`).
+    w >= -1 (ValueError below). w = 0 (or ``aux`` None) samples the base model alone: the same images, bit for bit,
+    as without an auxiliary model. w = -1 samples the auxiliary model alone (evaluated directly, not as
+    base - (base - aux), which rounds differently). ``guide_from``: guidance only from Heun step ``guide_from`` on
+    (SIMS App. A skips the first steps; steps count from pure noise). ``shared_encoder``: for an auxiliary model
+    fine-tuned with :func:`freeze_encoder`, evaluate the shared encoder once per step (:class:`SharedEncoderPair`).
     """
-    w = float(check_weight(w))
+    w = check_sims_weight("w", w)
     n = check_int("n", n, minimum=1)
     guide_from = check_int("guide_from", guide_from, minimum=0)
     if aux is None and w != 0:
@@ -257,7 +269,7 @@ def sims_grid(base: SIMSModel, auxes: dict[int, SIMSModel], ws: Sequence[float],
     """Metrics [len(budgets), len(ws)] of n samples at every (B, w), all from the latents of ``seed`` (paired:
     cells differ only in the model). ``measure(images)`` returns a dict of floats (e.g. FID); w = 0 is one chain
     shared by every B (it is the base model). Budgets in ascending order of ``auxes``' keys."""
-    ws = [float(check_weight(w)) for w in ws]
+    ws = [check_sims_weight(f"ws[{i}]", w) for i, w in enumerate(ws)]  # all checked before the first chain
     budgets = sorted(auxes)
     rows, base_metrics = [], None
     for b in budgets:

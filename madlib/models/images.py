@@ -27,7 +27,12 @@ class-balanced random subset of its training split.
 **Store.** With ``store_dir``, ``fit`` writes the training set of generation t to
 ``gen_<t:03d>_train.npz`` (real and synthetic images, ``source`` per image) and ``summary`` its
 evaluation samples to ``gen_<t:03d>_eval.npz`` (:func:`madlib.data.save_image_set`), so metrics and
-t-SNE can be recomputed without retraining. A resumed loop writes the same files again.
+t-SNE can be recomputed without retraining. A resumed loop writes the same files again. Each set's meta
+holds the family's :meth:`~ImageDiffusionFamily.settings`, and :meth:`~ImageDiffusionFamily.load_stored`
+reads a set back only if they are this family's: a set that a family of other settings wrote into the same
+folder is refused with both settings named, never read. The family cannot see the loop (its seed, its
+sizes), so a caller storing several runs gives each a folder of its own, keyed by everything that makes the
+run (:func:`madlib.data.settings_key`; the MNIST loop notebooks do).
 
 **Defaults** follow the paper where it says something (T = 500 steps, 10% condition dropout, lambda
 through CFG, MNIST at 28x28, every generation from scratch); the network, the cosine schedule, the
@@ -58,7 +63,8 @@ import torch
 
 from madlib._checks import check_choice, check_int, check_interval, resolve_device
 from madlib.data.images import DATASETS, from_uint8, load_images, to_uint8
-from madlib.data.store import save_image_set
+from madlib.data.store import StoredImageSet, load_image_set, save_image_set
+from madlib.diffusion.config import check_sigma_grid
 from madlib.diffusion.guidance import cfg_predictors, constant_weight, w_from_lam
 from madlib.diffusion.losses import EDMPrecond, ddpm_eps_loss, edm_loss
 from madlib.diffusion.samplers import ddpm_ancestral_sampler, edm_heun_sampler, euler_ancestral_sampler
@@ -131,7 +137,8 @@ class ImageDiffusionFamily:
         sample_batch: images per sampler call (bounds memory; the draws depend on it).
         lenet: the classifier recipe of the metrics (:func:`madlib.metrics.load_lenet`: ``"default"``,
             ``"tiny"`` for tests, or a ``LeNetRecipe``).
-        store_dir: folder for the per-generation image sets (module docstring), or None.
+        store_dir: folder for the per-generation image sets (module docstring; read them back with
+            :meth:`load_stored`), or None.
         fit_cache: a dict shared by families that train alike (e.g. the lambda loops of one seed, which train
             the same generation 1 on the same real set): a fit whose training images, labels, seed and
             training settings (:meth:`training_settings`; lambda and the sampler are not among them) match
@@ -162,8 +169,9 @@ class ImageDiffusionFamily:
             raise ValueError(f"sampler must be one of {list(OBJECTIVES[objective])} for objective {objective!r}; "
                              f"got {sampler!r}")
         self.schedule = cosine_schedule(check_int("steps", steps, minimum=1), max_beta=max_beta)
+        sigma_min, sigma_max, rho = check_sigma_grid(sigma_min, sigma_max, rho)
         self.sigmas = edm_sigma_steps(check_int("sample_steps", sample_steps, minimum=2), sigma_min, sigma_max, rho)
-        self.sample_steps, self.sigma_range, self.rho = sample_steps, (float(sigma_min), float(sigma_max)), float(rho)
+        self.sample_steps, self.sigma_range, self.rho = sample_steps, (sigma_min, sigma_max), rho
         self.warmup = check_int("warmup", warmup, minimum=0)
         self.max_beta, self.clip_x0 = float(max_beta), bool(clip_x0)
         self.unet_kwargs = dict(base_channels=base_channels, channel_mults=tuple(channel_mults),
@@ -308,7 +316,7 @@ class ImageDiffusionFamily:
             if key is not None:
                 self.fit_cache[key] = model
         if self.store_dir is not None:
-            self._store(f"gen_{model.generation:03d}_train.npz", data.images, data.labels, model.generation,
+            self._store("train", data.images, data.labels, model.generation,
                         {"seed": data.seed}, source=data.source)
         return model
 
@@ -325,9 +333,22 @@ class ImageDiffusionFamily:
         sampler_net = (net if average is None else average).eval().requires_grad_(False)
         return ImageModel(sampler_net, int(data.source.max()) + 1, stats)
 
-    def _store(self, name: str, images, labels, generation: int, meta: dict, **arrays) -> None:
-        save_image_set(self.store_dir / name, images, labels, {"generation": generation, **meta,
-                                                               "family": self.settings()}, arrays=arrays)
+    def store_path(self, generation: int, kind: str = "eval") -> Path:
+        """The file of generation ``generation``'s training set (``kind="train"``) or evaluation samples (``"eval"``)."""
+        if self.store_dir is None:
+            raise ValueError("store_dir is None: this family stores no image sets; construct it with store_dir=...")
+        check_choice("kind", kind, ("train", "eval"))
+        return self.store_dir / f"gen_{check_int('generation', generation, minimum=1):03d}_{kind}.npz"
+
+    def load_stored(self, generation: int, kind: str = "eval") -> StoredImageSet:
+        """The stored set of :meth:`store_path`, refused (ValueError naming each differing setting, stored and
+        expected) unless this family's settings wrote it: another family's set in the same folder is never read."""
+        path = self.store_path(generation, kind)
+        return load_image_set(path, expect={"family": self.settings(), "generation": int(generation)})
+
+    def _store(self, kind: str, images, labels, generation: int, meta: dict, **arrays) -> None:
+        save_image_set(self.store_path(generation, kind), images, labels,
+                       {"generation": generation, **meta, "family": self.settings()}, arrays=arrays)
 
     def _lenet(self):
         if self._classifier is None:
@@ -360,7 +381,7 @@ class ImageDiffusionFamily:
         labels = balanced_labels(self.eval_samples, self.num_classes)
         images = self.generate(model, labels, self.lam, torch.Generator().manual_seed(self.eval_seed))
         if self.store_dir is not None:
-            self._store(f"gen_{model.generation:03d}_eval.npz", images, labels, model.generation,
+            self._store("eval", images, labels, model.generation,
                         {"seed": self.eval_seed, "lam": self.lam})
         metrics = self.measure(images, labels)
         keys = ("fid", "precision", "recall", "accuracy", "mean_intensity", "real_accuracy", "real_mean_intensity")
