@@ -155,3 +155,26 @@ def test_bad_input_is_named():
         UNet(channel_mults=())
     with pytest.raises(ValueError, match=r"y must be None for an unconditional U-Net"):
         UNet(image_size=8, num_classes=0, **TINY)(torch.zeros(1, 8, 8)[None], 0.0, torch.zeros(1, dtype=torch.int64))
+
+
+def test_multi_tensor_adam_trains_as_the_per_tensor_loop(monkeypatch):
+    # train_ensemble uses foreach Adam (one kernel per op over all tensors); it must train as torch's per-tensor loop
+    # does, so that networks cached before the change stay what a fresh fit gives. float64 leaves summation-order
+    # differences at ~1e-16, far below the tolerance, on any CPU.
+    from madlib.diffusion import training
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 16, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
+    schedule = cosine_schedule(50)
+
+    def fit():
+        net = UNet(image_size=8, seed=0, **TINY).double()
+        train_ensemble(net, x, lambda m, xb, **kw: ddpm_eps_loss(m, xb, schedule, **kw), samples_seen=4 * 8,
+                       batch_size=8, lr=3e-3, generator=torch.Generator().manual_seed(1))
+        return [p.detach().clone() for p in net.parameters()]
+
+    multi = fit()
+    monkeypatch.setitem(training.OPTIMIZERS, "adam",
+                        lambda params, **kw: torch.optim.Adam(params, **{**kw, "foreach": False}))
+    for a, b in zip(multi, fit()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
