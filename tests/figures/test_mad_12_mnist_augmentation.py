@@ -13,7 +13,13 @@ def test_mad_12_mnist_augmentation(smoke_build):
     assert record["experiments"] == ["MAD-12"]
     claims = {c["id"] for c in record["claims"]}
     assert claims == {"MAD-12.generation-1-bar", "MAD-12.fid-rises", "MAD-12.slower-than-fully-synthetic",
-                      "MAD-12.lambda-trades-precision-for-recall", "MAD-12.lambda-0.8-best"}
+                      "MAD-12.lambda-raises-precision", "MAD-12.lambda-lowers-recall", "MAD-12.lambda-0.8-best"}
+    levels = {c["id"]: c["level"] for c in record["claims"]}
+    bar = levels["MAD-12.generation-1-bar"] == "held"
+    # the bar is every loop claim's precondition; "best" also needs a lambda grid around 0.8, which {1, 0.8} is not
+    assert all(bar or level == "not testable" for cid, level in levels.items() if cid != "MAD-12.generation-1-bar")
+    if sorted(record["params"]["lam_values"]) == [0.8, 1.0]:
+        assert levels["MAD-12.lambda-0.8-best"] == "not testable"
     params, data = record["params"], record["data"]
     seeds, T = params["seeds"], params["generations"]
     assert len(seeds) == params["n_seeds"] >= 2

@@ -20,8 +20,18 @@ def test_mad_9_11_mnist_fully_synthetic(smoke_build):
     # the bar's verdict is what its numbers say (an untrained smoke model fails it)
     gen1 = data["generation_1"]
     assert np.isclose(gen1["fid"]["mean"], np.mean(np.asarray(data["metrics"]["1.0"]["fid"])[:, 0]))
-    assert claims["MAD-9.generation-1-bar"]["held"] == (gen1["accuracy"]["mean"] >= 0.85
-                                                       and gen1["fid"]["mean"] <= 2 * data["floor"]["fid"])
+    bar = bool(gen1["accuracy"]["mean"] >= 0.85 and gen1["fid"]["mean"] <= 2 * data["floor"]["fid"])
+    assert claims["MAD-9.generation-1-bar"]["held"] == bar
+    # every loop claim reads the bar as its precondition, and otherwise its t interval over seeds against its margin
+    for cid, claim in claims.items():
+        if cid == "MAD-9.generation-1-bar":
+            continue
+        comparison = claim["comparison"]
+        low, high = comparison["interval"]["low"], comparison["interval"]["high"]
+        inside = (low > comparison["margin"], high <= comparison["margin"]) if comparison["direction"] == "greater" \
+            else (high < comparison["margin"], low >= comparison["margin"])
+        expected = "held" if inside[0] else "not held" if inside[1] else "inconclusive"
+        assert claim["level"] == (expected if bar else "not testable"), (cid, claim)
     # real vs real is far closer than an untrained smoke model's samples
     floor = data["floor"]
     assert floor["precision"] > 0.5 and floor["recall"] > 0.5
