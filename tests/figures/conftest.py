@@ -7,6 +7,7 @@ import json
 import pytest
 
 from madlib.figures.runner import build
+from madlib.figures.verdicts import LEVELS
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,13 @@ def smoke_build(tmp_path_factory):
         assert record["profile"] == "smoke" and record["name"] == name
         assert record["claims"], "a figure records at least one claim"
         for claim in record["claims"]:
-            assert set(claim) >= {"id", "text", "source", "condition", "measured", "held"}
-            assert isinstance(claim["held"], bool)
+            assert set(claim) >= {"id", "text", "source", "condition", "measured", "held", "level", "preconditions"}
+            assert isinstance(claim["held"], bool) and claim["level"] in LEVELS
+            assert claim["held"] == (claim["level"] == "held")
+            # a failed precondition always reads "not testable"; an interval decides the rest
+            failed = [p for p in claim["preconditions"] if not p["met"]]
+            assert (claim["level"] == "not testable") == bool(failed), claim
+        assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
         return record, executed
 
     return run
