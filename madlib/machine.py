@@ -12,7 +12,10 @@ import os
 import platform
 import time
 
-__all__ = ["cpu_model", "usable_cores", "matmul_gflops", "machine_info"]
+__all__ = ["LANES_ENV", "cpu_model", "usable_cores", "build_lanes", "matmul_gflops", "machine_info"]
+
+# Set by ``python -m madlib.figures build`` for every notebook kernel it starts: how many figures it runs at once.
+LANES_ENV = "MADLIB_BUILD_LANES"
 
 
 def cpu_model() -> str:
@@ -33,6 +36,16 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def build_lanes() -> int | None:
+    """How many figures the build that started this process runs at once (its lanes, from :data:`LANES_ENV`);
+    None outside a build."""
+    try:
+        lanes = int(os.environ.get(LANES_ENV, ""))
+    except ValueError:
+        return None
+    return lanes if lanes >= 1 else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,10 +71,11 @@ def matmul_gflops(size: int = 1024, repeats: int = 5, threads: int = 1) -> float
 
 
 def machine_info(*, probe: bool = True) -> dict:
-    """CPU model, usable cores, torch threads, GPU name (or None), and with ``probe`` the one-thread 1024-matmul
-    GFLOP/s: what a figure JSON or benchmark records beside its times."""
-    info = {"cpu": cpu_model(), "machine": platform.machine(), "cores": usable_cores(), "torch_threads": None,
-            "gpu": None}
+    """CPU model, usable cores, the build's lanes (figures run at once; None outside a build), torch threads, GPU
+    name (or None), and with ``probe`` the one-thread 1024-matmul GFLOP/s: what a figure JSON or benchmark records
+    beside its times."""
+    info = {"cpu": cpu_model(), "machine": platform.machine(), "cores": usable_cores(), "lanes": build_lanes(),
+            "torch_threads": None, "gpu": None}
     try:
         import torch
     except ImportError:  # the numpy-only parts of madlib

@@ -175,8 +175,9 @@ def test_ctrl_c_says_what_was_kept(where, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(runner, "_execute_notebook", execute)
     out = tmp_path / "out"
+    # one lane, so that "third" cannot start before "second" is stopped (lanes: tests/test_runner_lanes.py)
     assert main(["--manifest", _figures(tmp_path), "build", "--profile", "smoke", "--out", str(out),
-                 "--executed", str(tmp_path / "exec"), "-q"]) == 130
+                 "--executed", str(tmp_path / "exec"), "-q", "--jobs", "1"]) == 130
     assert _error_line(capsys) == (f"interrupted: kept 1 of 3 figures in {out} (first); not written: second, third; "
                                    "CLAIMS.md and the site were not refreshed")
     assert ran == ["first", "second"] and sorted(p.name for p in out.iterdir()) == ["first.json"]

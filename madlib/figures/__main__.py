@@ -1,5 +1,5 @@
-"""``python -m madlib.figures list | build [NAME ...] --profile P [--out DIR] [--executor local|submitit|ray]
-| gallery [--out SITE]``."""
+"""``python -m madlib.figures list | build [NAME ...] --profile P [--out DIR] [--jobs N]
+[--executor local|submitit|ray] | gallery [--out SITE]``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 from madlib.figures.gallery import GalleryError
 from madlib.figures.manifest import MANIFEST_PROFILES, ManifestError, load_manifest
 from madlib.figures.params import ParameterError
+from madlib.machine import usable_cores
 from madlib.sweep import SweepError
 
 
@@ -46,10 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--executed", help="folder for executed notebooks (default: build/executed/<profile>)")
     b.add_argument("-p", "--param", action="append", default=[],
                    metavar="NAME=VALUE", help="override a parameter of every selected figure")
-    b.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    b.add_argument("-j", "--jobs", metavar="N",
+                   help=f"lanes of the local executor: N figures run at once, each kernel with cores // N threads "
+                        f"(default: the usable cores, {usable_cores()} here: one thread per lane, so a multi-thread "
+                        f"job never runs beside another; --jobs 1 runs one figure at a time and lets it use every "
+                        f"core, for an otherwise idle machine: OMP_NUM_THREADS=1 keeps it to one thread)")
+    b.add_argument("-q", "--quiet", action="store_true",
+                   help="print failures only (no estimate, no progress lines)")
     b.add_argument("--dry-run", action="store_true", help="print the checked parameters and run nothing")
     b.add_argument("--executor", default="local", choices=("local", "submitit", "ray"),
-                   help="local: the notebooks run here one after another (default); submitit (Slurm, or "
+                   help="local: the notebooks run here in --jobs lanes (default); submitit (Slurm, or "
                         "cluster=local) or ray: each figure is its own job (docs/cluster.md)")
     b.add_argument("-o", "--executor-option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the executor, e.g. cluster=local, local_workers=2, partition=gpu, "
@@ -87,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.screenshot:
                 print(f"wrote {screenshot(site.root / args.page, args.screenshot)}")
             return 0
-        from madlib.figures.runner import build, check_executor_options, resolve_figure, select
+        from madlib.figures.runner import build, check_executor_options, check_jobs, resolve_figure, select
 
         overrides = _parse_overrides(args.param, "-p")
         options = _parse_overrides(args.executor_option, "-o")
+        jobs = args.jobs
+        if jobs is not None and args.executor == "local":
+            jobs = check_jobs(jobs)
         if args.dry_run:
             check_executor_options(args.executor, options)
             for entry in select(entries, args.names):
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results = build(args.names, profile=args.profile, out_dir=args.out, executed_dir=args.executed,
                         overrides=overrides, manifest=args.manifest, quiet=args.quiet, executor=args.executor,
-                        executor_options=options)
+                        executor_options=options, jobs=jobs)
     except (ParameterError, ManifestError, GalleryError, SweepError) as err:
         # SweepError: an executor that failed to start (e.g. ray.init at an address that stopped answering)
         print("error:", " ".join(str(err).split()), file=sys.stderr)  # one line, whatever the cause's text
