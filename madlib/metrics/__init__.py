@@ -22,7 +22,7 @@ dataclasses or dicts that state the sample sizes. Modules:
 
 from madlib.metrics.distances import (FrechetDistance, W2Distance, collapse_rate, feature_statistics,
                                       fid_to_reference, frechet_distance, kid, w2_empirical, w2_gaussian)
-from madlib.metrics.images import HeldOutMetrics, class_dispersion, class_shares, image_metrics, predicted_classes
+from madlib.metrics.images import EVAL_SAMPLES, HeldOutMetrics, class_dispersion, class_shares, image_metrics, predicted_classes
 from madlib.metrics.lenet import (DEFAULT_RECIPE, TINY_RECIPE, CacheWarning, LeNetRecipe, cache_dir,
                                   class_histogram, lenet_features, lenet_logits, load_lenet)
 from madlib.metrics.memorization import Memorization, memorization, nearest_feature_distance, nearest_ssim, ssim
@@ -38,6 +38,6 @@ __all__ = [
     "nearest_ssim", "ssim", "ModeCoverage", "mode_coverage", "DensityCoverage", "PrecisionRecall",
     "density_coverage", "expected_coverage", "knn_radii", "precision_recall", "high_frequency_power", "power_spectrum",
     "radial_frequency", "radial_power_spectrum",
-    "class_dispersion", "class_shares", "predicted_classes", "HeldOutMetrics",
+    "class_dispersion", "class_shares", "predicted_classes", "EVAL_SAMPLES", "HeldOutMetrics",
     "image_metrics",
 ]
