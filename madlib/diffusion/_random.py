@@ -21,3 +21,8 @@ def randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Tens
 def randint(high: int, shape, generator: torch.Generator | None, device) -> torch.Tensor:
     """Integers in [0, high) of ``shape`` on ``device``."""
     return torch.randint(0, high, shape, generator=generator, device=_source(generator, device)).to(device)
+
+
+def rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Uniform draws in [0, 1) of ``shape`` on ``device`` (float32)."""
+    return torch.rand(shape, generator=generator, device=_source(generator, device)).to(device)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from madlib._checks import check_choice, check_int, check_interval
 from madlib._io import atomic_path
+from madlib.diffusion._random import rand
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
     bar = tqdm(range(first, steps), disable=not progress, leave=False, desc="train", initial=first, total=steps)
     for step in bar:
         if pos + batch > n:  # new epoch: a fresh permutation per member
-            order = torch.argsort(torch.rand(members, n, generator=generator), dim=1).to(data.device)
+            order = torch.argsort(rand((members, n), generator, data.device), dim=1)  # on the generator's device
             pos = 0
         idx = order[:, pos:pos + batch]  # [R, B]
         pos += batch
@@ -118,7 +119,7 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
         if labels is not None:
             y = labels[rows, idx]
             if cond_dropout > 0:
-                drop = torch.rand(y.shape, generator=generator).to(y.device) < cond_dropout
+                drop = rand(y.shape, generator, y.device) < cond_dropout
                 y = torch.where(drop, torch.full_like(y, net.num_classes), y)
             cond["y"] = y
         if sources is not None:
