@@ -178,3 +178,22 @@ def test_multi_tensor_adam_trains_as_the_per_tensor_loop(monkeypatch):
                         lambda params, **kw: torch.optim.Adam(params, **{**kw, "foreach": False}))
     for a, b in zip(multi, fit()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_scale_shift_conditioning_survives_the_group_norm_that_add_loses():
+    # At width 8 with 8 groups each GroupNorm group is one channel: an embedding added before it is a per-channel
+    # constant that the norm removes, so the "add" network ignores its label; scale-shift after the norm keeps it.
+    x = torch.randn(1, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.full((1, 4), 5.0)
+    spread = {}
+    for conditioning in ("add", "scale_shift"):
+        net = UNet(image_size=8, base_channels=8, channel_mults=(1,), norm_groups=8, conditioning=conditioning, seed=0)
+        with torch.no_grad():
+            for block in [*net.down[0], net.middle, *net.up[0]]:
+                torch.nn.init.normal_(block.conv2.weight, std=0.1)  # undo the zero init so blocks contribute
+            torch.nn.init.normal_(net.out.weight, std=0.1)
+            outs = torch.stack([net(x, t, torch.full((1, 4), c)) for c in range(3)])  # 3 labels, same x and t
+        spread[conditioning] = float((outs - outs.mean(0)).abs().max())
+    assert spread["add"] < 1e-5 and spread["scale_shift"] > 1e-3, spread
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        UNet(image_size=8, conditioning="film")

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from madlib._checks import check_int
+from madlib._checks import check_choice, check_int
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -56,14 +56,23 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
-class ResBlock(nn.Module):
-    """GroupNorm, SiLU, conv 3x3, + projected embedding, GroupNorm, SiLU, conv 3x3 (zero-init), + skip."""
+CONDITIONINGS = ("add", "scale_shift")
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, groups: int):
+
+class ResBlock(nn.Module):
+    """GroupNorm, SiLU, conv 3x3, conditioning, GroupNorm, SiLU, conv 3x3 (zero-init), + skip.
+
+    ``conditioning="add"`` adds the projected embedding before the second GroupNorm (which, at one or two
+    channels per group, normalises most of it away); ``"scale_shift"`` applies it after that norm as
+    h * (1 + scale) + shift (adaptive group norm, Dhariwal & Nichol 2021 Sec. 3), where no norm follows it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, groups: int, conditioning: str = "add"):
         super().__init__()
+        self.scale_shift = conditioning == "scale_shift"
         self.norm1 = _norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_channels)
+        self.emb = nn.Linear(emb_dim, (2 if self.scale_shift else 1) * out_channels)
         self.norm2 = _norm(out_channels, groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
@@ -73,8 +82,13 @@ class ResBlock(nn.Module):
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         # h [N, C_in, H, W], emb [N, E] (already passed through SiLU) -> [N, C_out, H, W]
         out = self.conv1(F.silu(self.norm1(h)))
-        out = out + self.emb(emb)[:, :, None, None]
-        out = self.conv2(F.silu(self.norm2(out)))
+        e = self.emb(emb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            out = self.norm2(out) * (1 + scale) + shift
+        else:
+            out = self.norm2(out + e)
+        out = self.conv2(F.silu(out))
         return self.skip(h) + out
 
 
@@ -111,6 +125,8 @@ class UNet(nn.Module):
             (condition dropout trains it; y = None means every sample has it). 0: unconditional.
         attention: self-attention at the lowest resolution (off by default: slow on CPUs).
         norm_groups: GroupNorm groups (reduced to a divisor of the channel count where needed).
+        conditioning: how each residual block takes the time / class / source embedding: ``"add"`` (default,
+            before a GroupNorm) or ``"scale_shift"`` (adaptive group norm; see :class:`ResBlock`).
         amp: run the forward pass under ``torch.autocast`` in bfloat16 (meant for CUDA; bf16 needs no
             loss scaling); the output is cast back to the input's dtype.
         channels_last: keep weights and activations in ``torch.channels_last`` memory format.
@@ -125,7 +141,7 @@ class UNet(nn.Module):
                  channel_mults: tuple[int, ...] = (1, 2, 2), num_classes: int = 10, *, num_sources: int = 0,
                  num_res_blocks: int = 1,
                  attention: bool = False, norm_groups: int = 8, amp: bool = False, channels_last: bool = False,
-                 seed: int | None = None, device=None):
+                 conditioning: str = "add", seed: int | None = None, device=None):
         super().__init__()
         self.image_channels = check_int("image_channels", image_channels, minimum=1)
         self.image_size = check_int("image_size", image_size, minimum=2)
@@ -137,6 +153,7 @@ class UNet(nn.Module):
         self.num_sources = check_int("num_sources", num_sources, minimum=0)
         self.num_res_blocks = check_int("num_res_blocks", num_res_blocks, minimum=1)
         check_int("norm_groups", norm_groups, minimum=1)
+        self.conditioning = check_choice("conditioning", conditioning, CONDITIONINGS)
         self.attention, self.amp, self.channels_last = bool(attention), bool(amp), bool(channels_last)
         if seed is None:
             self._build(norm_groups)
@@ -160,19 +177,19 @@ class UNet(nn.Module):
         for level, width in enumerate(widths):
             blocks = []
             for _ in range(self.num_res_blocks):
-                blocks.append(ResBlock(ch, width, emb_dim, groups))
+                blocks.append(ResBlock(ch, width, emb_dim, groups, self.conditioning))
                 ch = width
             self.down.append(nn.ModuleList(blocks))
             if level < len(widths) - 1:
                 self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-        self.middle = ResBlock(ch, ch, emb_dim, groups)
+        self.middle = ResBlock(ch, ch, emb_dim, groups, self.conditioning)
         self.middle_attention = SelfAttention(ch, groups) if self.attention else None
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for level in reversed(range(len(widths))):
             width = widths[level]
             blocks = []
             for i in range(self.num_res_blocks):
-                blocks.append(ResBlock(ch + (width if i == 0 else 0), width, emb_dim, groups))
+                blocks.append(ResBlock(ch + (width if i == 0 else 0), width, emb_dim, groups, self.conditioning))
                 ch = width
             self.up.append(nn.ModuleList(blocks))
             if level > 0:
