@@ -35,7 +35,8 @@ import torch
 
 from madlib._checks import check_choice, check_int
 
-__all__ = ["DATASETS", "SPLITS", "DTYPES", "load_images", "stratified_holdout", "to_uint8", "from_uint8"]
+__all__ = ["DATASETS", "SPLITS", "DTYPES", "load_images", "stratified_holdout", "to_uint8", "from_uint8",
+           "balanced_counts", "balanced_index"]
 
 SPLITS = ("train", "test", "all")
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float64": torch.float64}
@@ -74,6 +75,43 @@ def _digits(root=None):
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)  # [1797, 8, 8]
     labels = d.target.astype(np.int64)
     return _readonly(images, labels, stratified_holdout(labels))
+
+
+def balanced_counts(n: int, num_classes: int) -> np.ndarray:
+    """Images per class [num_classes] of a class-balanced set of n: n // K each, one more for the first n mod K."""
+    n, k = check_int("n", n, minimum=0), check_int("num_classes", num_classes, minimum=1)
+    return np.array([n // k + (1 if i < n % k else 0) for i in range(k)], dtype=np.int64)
+
+
+def balanced_index(labels, n: int, *, classes=None, rng: np.random.Generator | None = None, exclude=None,
+                   sort: bool = False, where: str = "the split") -> torch.Tensor:
+    """Indices [n] (int64) of a class-balanced subset of ``labels`` [N]: :func:`balanced_counts` images of each class
+    of ``classes`` (default: the sorted labels present), class after class in the order of ``classes``.
+
+    The one class-balanced subset of every image protocol. ``rng`` None takes the first images of each class in
+    storage order (CASD's "first n samples"); a ``numpy.random.Generator`` draws them without replacement
+    (``rng.choice`` per class, in class order), sorted in storage order within each class when ``sort``.
+    ``exclude``: indices never taken (e.g. a set already drawn). ValueError, naming ``where``, when a class holds
+    too few images.
+    """
+    labels_np = torch.as_tensor(labels).cpu().numpy()
+    classes = sorted(set(labels_np.tolist())) if classes is None else [int(c) for c in classes]
+    counts = balanced_counts(n, len(classes))
+    allowed = np.ones(len(labels_np), bool)
+    if exclude is not None:
+        allowed[np.asarray(exclude, dtype=np.int64)] = False
+    idx = []
+    for c, count in zip(classes, counts):
+        pool = np.flatnonzero((labels_np == c) & allowed)
+        if count > len(pool):
+            raise ValueError(f"n = {n} needs {count} images of class {c}; {where} holds {len(pool)}")
+        if rng is None:
+            pick = pool[:count]
+        else:
+            pick = rng.choice(pool, count, replace=False)
+            pick = np.sort(pick) if sort else pick
+        idx.append(pick)
+    return torch.as_tensor(np.concatenate(idx) if idx else np.zeros(0, np.int64), dtype=torch.int64)
 
 
 def _mnist_full(root=None):

@@ -1,7 +1,7 @@
 """A disk cache of trained networks and sampled sets, keyed by everything that changes them.
 
-Used by :mod:`madlib.methods.casd` (sources, DM / SDA / CASD fits, synthetic sets), :mod:`madlib.methods.sims`
-(base models) and :mod:`madlib.methods.redifine` (M_0). A file is named by a SHA-256 of the role, the settings and
+Every trained network goes through :func:`madlib.diffusion.core.train` (SIMS's base models, CASD's sources and
+DM / SDA / CASD fits, ReDiFine's M_0); CASD's synthetic sets call :func:`cached_fit` directly. A file is named by a SHA-256 of the role, the settings and
 the data's bytes, holds those settings and a SHA-256 checksum of its payload (:func:`madlib._io.checksum`) beside
 the payload, and is used only when its format, key and settings equal the asked ones and its payload matches the
 checksum; it is written atomically (:func:`madlib._io.atomic_path`), so an interrupted build leaves either the
@@ -24,7 +24,7 @@ import torch
 
 from madlib._io import StorageWarning, atomic_path, checksum
 
-__all__ = ["cache_key", "cached_fit", "CACHE_FORMAT"]
+__all__ = ["cache_key", "cached_fit", "cache_path", "CACHE_FORMAT"]
 
 CACHE_FORMAT = "madlib-cache-v2"  # v2: a payload checksum (v1, "madlib-casd-cache-v1", had none: rebuilt)
 
@@ -39,8 +39,11 @@ def cache_key(role: str, settings: dict, *arrays: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _cache_file(cache_dir, role: str, key: str) -> Path | None:
+def cache_path(cache_dir, role: str, key: str) -> Path | None:
+    """The file :func:`cached_fit` keeps ``key`` of ``role`` in: ``<cache_dir>/<role>-<first 20 digits of key>.pt``
+    (None without a cache_dir)."""
     return None if cache_dir is None else Path(cache_dir) / f"{role}-{key[:20]}.pt"
+
 
 
 def _read(path: Path, key: str, settings: dict) -> tuple[dict | None, str]:
@@ -73,7 +76,7 @@ def cached_fit(cache_dir, role: str, settings: dict, key: str, build: Callable[[
     one is named in a StorageWarning).
     ``cache_dir=None`` builds without storing. Returns (payload, loaded_from_cache).
     """
-    path = _cache_file(cache_dir, role, key)
+    path = cache_path(cache_dir, role, key)
     settings = json.loads(json.dumps(settings))
     if path is not None and path.exists():
         payload, reason = _read(path, key, settings)

@@ -2,7 +2,8 @@
 
 SIMS (:class:`madlib.methods.sims.SIMSConfig`) and CASD (:class:`madlib.methods.casd.EDMSettings`) extend it; the
 fields here are exactly the ones both had, so the cache keys of either (built from their ``settings()`` /
-``training()`` dicts) did not change when they moved here.
+``training()`` dicts) did not change when they moved here. ReDiFine's M_0 and fine-tunes and the MAD image family
+(:class:`madlib.models.images.ImageDiffusionFamily`) hand one to :func:`madlib.diffusion.core.train` too.
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ class EDMConfig:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.image_channels, self.image_size, self.image_size)
 
-    def network(self, seed: int, device="cpu", num_sources: int = 0) -> EDMPrecond:
-        """A fresh class-unconditional U-Net (initialised from ``seed``) in EDM preconditioning (EDM Table 1);
+    def network(self, seed: int, device="cpu", num_sources: int = 0, num_classes: int = 0) -> EDMPrecond:
+        """A fresh U-Net (initialised from ``seed``) in EDM preconditioning (EDM Table 1): class-unconditional, or
+        with ``num_classes`` class labels (and the "no label" token condition dropout trains; ReDiFine's M_0);
         ``num_sources`` > 0 adds CASD's second label, the data source."""
         return EDMPrecond(UNet(self.image_channels, self.image_size, self.base_channels, self.channel_mults,
-                               num_classes=0, num_sources=num_sources, num_res_blocks=self.num_res_blocks,
+                               num_classes=num_classes, num_sources=num_sources, num_res_blocks=self.num_res_blocks,
                                seed=seed, device=device))

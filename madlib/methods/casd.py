@@ -30,6 +30,10 @@ n here, as CASD's EDM sources saw all of CIFAR-10); a *biased* source is trained
 upscaled to the same size (an off-style set: thicker, blockier strokes; project choice). CASD-2's mismatched
 sources are trained on class subsets (0-9, 2-9, 2-7) of the MNIST 5k training split.
 
+Every fit is :func:`madlib.diffusion.core.train` (initial weights from the first draw of the seed's generator, as
+for every image model), every sample :func:`madlib.diffusion.core.sample`, every measurement
+:meth:`madlib.metrics.images.HeldOutMetrics.protocol` (:func:`sample_metrics`).
+
 **Disk cache** (:func:`madlib.diffusion.cache.cached_fit`): every trained network (sources and the methods' fits) and every synthetic
 set is stored under ``cache_dir`` in a file named by the SHA-256 of everything that changes it (the role, the
 training settings, the data's bytes, the seed); the file also holds those settings, and a file whose stored
@@ -39,27 +43,24 @@ so an interrupted build leaves either the whole file or none. ``cache_dir=None``
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
 from madlib._checks import check_choice, check_int, resolve_device
-from madlib.data.images import from_uint8, load_images, to_uint8
+from madlib.data.images import balanced_index, load_images, to_uint8  # noqa: F401 - to_uint8: casd.to_uint8 stays
+from madlib.diffusion import core
 from madlib.diffusion.cache import cache_key, cached_fit
 from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.losses import EDMPrecond, edm_loss
-from madlib.diffusion.samplers import edm_heun_sampler
-from madlib.diffusion.training import train_ensemble
 
 __all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "first_n_balanced", "first_n_index",
            "source_labels", "pooled_training_set", "casd_train", "dm_train", "sda_train", "train_method",
            "heun_sample", "casd_sample", "sample_method", "train_source", "synthetic_set", "cached_fit",
            "sample_metrics", "cache_key", "run_method"]
 
-PIXEL_RANGE = (-1.0, 1.0)
+PIXEL_RANGE = core.PIXEL_RANGE
 REAL, SYNTHETIC = 0, 1  # CASD Sec. 3.2: y_r = 0, y_s = 1
 
 
@@ -104,19 +105,8 @@ class Fit:
 def first_n_index(labels: torch.Tensor, n: int, classes=None) -> torch.Tensor:
     # CASD Sec. 4 (paper-targets CASD-0): real data = the first n samples, class-balanced (n / K per class)
     """Indices [n] of the first n // K images of each class in ``classes`` (default: all), in storage order, plus
-    one more for the first n mod K classes."""
-    n = check_int("n", n, minimum=1)
-    labels_np = torch.as_tensor(labels).numpy()
-    classes = sorted(set(labels_np.tolist())) if classes is None else [int(c) for c in classes]
-    k = len(classes)
-    counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
-    idx = []
-    for c, count in zip(classes, counts):
-        rows = np.flatnonzero(labels_np == c)
-        if count > len(rows):
-            raise ValueError(f"n = {n} needs {count} images of class {c}; the split holds {len(rows)}")
-        idx.append(rows[:count])
-    return torch.as_tensor(np.concatenate(idx))
+    one more for the first n mod K classes (:func:`madlib.data.images.balanced_index` without a generator)."""
+    return balanced_index(labels, check_int("n", n, minimum=1), classes=classes)
 
 
 def first_n_balanced(images: torch.Tensor, labels: torch.Tensor, n: int, classes=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,33 +146,25 @@ def _new_denoiser(settings: EDMSettings, conditional: bool, seed: int) -> EDMPre
 
 def _fit(role: str, images: torch.Tensor, sources: torch.Tensor | None, settings: EDMSettings, seed: int,
          cache_dir, progress: bool) -> Fit:
-    """Train one EDM denoiser (with source labels when ``sources`` is given) from scratch on uint8 ``images``."""
+    """Train one EDM denoiser (with source labels when ``sources`` is given) from scratch on uint8 ``images``
+    (:func:`madlib.diffusion.core.train`: initial weights from the seed's first draw, cached by role, settings,
+    seed and the data's bytes)."""
     seed = check_int("seed", seed, minimum=0)
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 [N, C, H, W]; got {images.dtype} {tuple(images.shape)}")
     conditional = sources is not None
-    key_settings = {"role": role, "training": settings.training(), "seed": seed, "conditional": conditional}
-    key = cache_key(role, key_settings, images, *(() if sources is None else (sources,)))
-
-    def build() -> dict:
-        g = torch.Generator().manual_seed(seed)
-        net = _new_denoiser(settings, conditional, seed)
-        average = copy.deepcopy(net)
-        x = from_uint8(images, PIXEL_RANGE).to(settings.device)[None]  # [1, N, C, H, W]
-        s = None if sources is None else sources.to(settings.device)[None]  # [1, N]
-        # CASD Eq. 5 with EDM's loss (Algorithm 2 reading): lambda(sigma) |D(x + sigma n; sigma, y) - x|^2, uniform over the pool
-        stats = train_ensemble(net, x, edm_loss, samples_seen=settings.images_seen, batch_size=settings.batch_size,
-                               lr=settings.lr, sources=s, cond_dropout=0.0, generator=g, warmup=settings.warmup,
-                               ema=average, ema_decay=settings.ema_decay, progress=progress)
-        return {"state": {k: v.cpu() for k, v in average.state_dict().items()}, "seconds": stats.seconds,
-                "images_per_s": stats.samples_per_s, "final_loss": float(stats.final_loss[0])}
-
-    payload, loaded = cached_fit(cache_dir, role, key_settings, key, build)
-    net = _new_denoiser(settings, conditional, seed)
-    net.load_state_dict(payload["state"])
-    net.eval().requires_grad_(False)
-    return Fit(net, conditional, key, loaded, None if loaded else payload["seconds"],
-               None if loaded else payload["images_per_s"], payload["final_loss"])
+    # "init": the initial weights are the first draw of the seed's generator (the core's convention; before, the
+    # seed itself, so files of that convention are never read as these)
+    key_settings = {"role": role, "training": settings.training(), "seed": seed, "conditional": conditional,
+                    "init": "first-draw"}
+    # CASD Eq. 5 with EDM's loss (Algorithm 2 reading): lambda(sigma) |D(x + sigma n; sigma, y) - x|^2, uniform over
+    # the pool; the source label is never dropped (no CFG)
+    fit = core.train(images, settings, images_seen=settings.images_seen, seed=seed,
+                     net=lambda init: _new_denoiser(settings, conditional, init), sources=sources, loss=edm_loss,
+                     cache_dir=cache_dir, role=role, settings=key_settings, device=settings.device, progress=progress)
+    stats = fit.stats
+    return Fit(fit.net, conditional, fit.key, fit.loaded, None if fit.loaded else stats.seconds,
+               None if fit.loaded else stats.samples_per_s, None if stats is None else float(stats.final_loss[0]))
 
 
 def casd_train(real: torch.Tensor, synthetic: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None,
@@ -229,19 +211,9 @@ def heun_sample(fit: Fit, n: int, settings: EDMSettings, seed: int, *, source: i
     n = check_int("n", n, minimum=1)
     if fit.conditional != (source is not None):
         raise ValueError(f"source must be {'an int (CASD is source-conditional)' if fit.conditional else 'None (an unconditional model)'}; got {source!r}")
-    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
-    shape = (settings.image_channels, settings.image_size, settings.image_size)
-    sigmas = settings.sigmas()
-    out = []
-    for start in range(0, n, settings.sample_batch):
-        b = min(settings.sample_batch, n - start)
-        latents = torch.randn((1, b) + shape, generator=g).to(settings.device)  # [1, B, C, H, W]
-        s = None if source is None else torch.full((1, b), int(source), dtype=torch.int64, device=settings.device)
-        with torch.no_grad():
-            x = edm_heun_sampler(lambda x, sigma: fit.net(x, sigma, s=s) if s is not None else fit.net(x, sigma),
-                                 latents, sigmas)
-        out.append(to_uint8(x[0], PIXEL_RANGE).cpu())
-    return torch.cat(out)
+    return core.sample(fit.net, n, seed=check_int("seed", seed, minimum=0), image_shape=settings.image_shape(),
+                       sigmas=settings.sigmas(), sources=source, sample_batch=settings.sample_batch,
+                       device=settings.device)
 
 
 def casd_sample(fit: Fit, n: int, settings: EDMSettings, seed: int) -> torch.Tensor:
@@ -303,23 +275,22 @@ def synthetic_set(source: Fit, m: int, settings: EDMSettings, seed: int, *, cach
 
 # --- Measurement ---------------------------------------------------------------------------------------------
 
-def sample_metrics(images: torch.Tensor, reference_images: torch.Tensor, lenet, *, num_classes: int = 10,
-                   k: int = 5) -> dict:
-    """FID, precision, recall, density and coverage (k = 5) of unconditional samples against a reference set on
-    the project's LeNet features, and the classifier's class shares of the samples (CASD Table 1-3, Fig. 3)."""
-    from madlib.metrics.distances import frechet_distance
-    from madlib.metrics.images import class_shares
-    from madlib.metrics.lenet import lenet_features
-    from madlib.metrics.prdc import density_coverage, precision_recall
+def sample_metrics(images: torch.Tensor, reference_images, lenet, *, num_classes: int = 10, k: int = 5) -> dict:
+    """FID, KID, precision, recall, density and coverage (k = 5) of unconditional samples against a reference set on
+    the project's LeNet features (:meth:`madlib.metrics.images.HeldOutMetrics.protocol`), the sizes, and the
+    classifier's class shares of the samples (CASD Table 1-3, Fig. 3).
 
-    fake = lenet_features(images, lenet)
-    real = lenet_features(reference_images, lenet)
-    precision, recall = precision_recall(real, fake, k=k)
-    dc = density_coverage(real, fake, k=k)
-    return {"fid": float(frechet_distance(real, fake)), "precision": precision, "recall": recall,
-            "density": dc.density, "coverage": dc.coverage,
-            "class_shares": class_shares(images, lenet, num_classes), "n_fake": int(images.shape[0]),
-            "n_real": int(reference_images.shape[0])}
+    ``reference_images``: uint8 images [N, C, H, W], or a :class:`HeldOutMetrics` of them on ``lenet`` with this
+    ``k`` (its reference features computed once for every call)."""
+    from madlib.metrics.images import HeldOutMetrics, class_shares
+
+    held = reference_images
+    if not isinstance(held, HeldOutMetrics):
+        held = HeldOutMetrics(reference_images, lenet, k=k)
+    elif held.lenet is not lenet or held.k != k:
+        raise ValueError(f"reference_images, a HeldOutMetrics, must use this lenet and k = {k}; got k = {held.k}"
+                         f"{'' if held.lenet is lenet else ' and another lenet'}")
+    return core.evaluate(held, images, protocol=True) | {"class_shares": class_shares(images, lenet, num_classes)}
 
 
 def run_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, settings: EDMSettings, seed: int, *,

@@ -13,10 +13,12 @@ Here (project choices, the paper's Stable Diffusion being out of reach on CPUs):
 
 - **M_0** (:func:`pretrain_m0`): a class-conditional U-Net (:class:`madlib.diffusion.unet.UNet`) pretrained on
   MNIST 5k with 10% label dropout, so that classifier-free guidance exists, cached on disk keyed by its
-  settings. The objective is EDM's (Table 1 preconditioning and loss), because ReDiFine samples with
-  Euler-ancestral ("Euler A", App. A.1 Table 1) and the project's Euler-ancestral sampler runs on EDM's
-  sigma grid (:data:`madlib.models.images.OBJECTIVES`); at 14x14, width 16, 120k images seen EDM reaches
-  FID 4.9 against a floor of 3.1 (docs/calibration.md).
+  settings (:func:`madlib.diffusion.core.train`, as every other network; the fine-tunes too, and
+  :func:`generate_one_per_prompt` samples through :func:`madlib.diffusion.core.sample`). The objective is EDM's
+  (Table 1 preconditioning and loss), because ReDiFine samples with Euler-ancestral ("Euler A", App. A.1
+  Table 1) and the project's Euler-ancestral sampler runs on EDM's sigma grid
+  (:data:`madlib.models.images.OBJECTIVES`); at 14x14, width 16, 120k images seen EDM reaches FID 4.9 against a
+  floor of 3.1 (docs/calibration.md).
 - **Prompts P** are the class labels of D_0, one per image; **D_0** is another style of the same classes
   (scikit-learn's 8x8 digits upscaled, or held-out MNIST), never seen by M_0.
 - **Finetune** (:func:`finetune_from_m0`): a LoRA adapter on the U-Net (rank 32, peft ``lora_alpha`` 8,
@@ -35,8 +37,8 @@ Here (project choices, the paper's Stable Diffusion being out of reach on CPUs):
 - **Generate** (:func:`generate_one_per_prompt`): Euler-ancestral with ``steps`` = 30, guided by
   CFG = 1 + w (``paper-targets.md``: total = uncond + CFG (cond - uncond)); a constant scale, or
   ReDiFine's decay s = s0 exp(-alpha t / T) (:func:`cfg_schedule`).
-- **FID_k** on the project's LeNet features (trained on MNIST; :func:`madlib.metrics.image_metrics`), between
-  D_k and D_0 (the same prompts), with the real-vs-real floors of :func:`real_floors`.
+- **FID_k** on the project's LeNet features (trained on MNIST; :class:`madlib.metrics.HeldOutMetrics` of D_0),
+  between D_k and D_0 (the same prompts), with the real-vs-real floors of :func:`real_floors`.
 
 Diagnostics (App. G, :func:`chain_of_diffusion` records them per iteration): the norm of the difference
 between the conditional and unconditional noise predictions per sampling step, |eps_c - eps_u| =
@@ -68,13 +70,14 @@ from torch import nn
 from tqdm import tqdm
 
 from madlib._checks import check_choice, check_int, check_interval
-from madlib.data.images import from_uint8, load_images, to_uint8
-from madlib.diffusion.cache import cached_fit
-from madlib.diffusion.guidance import constant_weight, exponential_cfg_weight, guided_prediction, w_from_cfg_scale
-from madlib.diffusion.losses import EDMPrecond, edm_loss
-from madlib.diffusion.samplers import euler_ancestral_sampler
+from madlib.data.images import balanced_index, load_images
+from madlib.diffusion import core
+from madlib.diffusion.cache import cache_path
+from madlib.diffusion.config import EDMConfig
+from madlib.diffusion.guidance import constant_weight, exponential_cfg_weight, w_from_cfg_scale
+from madlib.diffusion.losses import EDMPrecond
 from madlib.diffusion.schedules import edm_sigma_steps
-from madlib.diffusion.training import TrainStats, train_ensemble
+from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
 
 __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIGMA_RATIO", "PretrainedM0",
@@ -82,7 +85,7 @@ __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIG
            "finetune_from_m0", "cfg_schedule", "generate_one_per_prompt", "chain_of_diffusion", "weights_digest",
            "standardised_phenotype", "fit_truncation_ratios", "balanced_subset", "real_floors"]
 
-PIXEL_RANGE = (-1.0, 1.0)  # as madlib.models.images: 0..255 maps linearly onto [-1, 1]
+PIXEL_RANGE = core.PIXEL_RANGE  # 0..255 maps linearly onto [-1, 1]
 SCHEDULES = ("constant", "exponential", "linear")  # CFG scale over the sampling steps (ReDiFine Sec. 5, App. F.2)
 METHODS = ("lora", "full")  # how M_0 is fine-tuned
 UNTRAINED_UNCOND = ("m0", "shared")  # the unconditional branch when condition dropout is 0 (module docstring)
@@ -102,24 +105,29 @@ class PretrainedM0:
     cached: bool
 
 
+M0_ROLE = "redifine-m0"  # the cache role: files <cache_dir>/redifine-m0-<key>.pt
+
+
 def _m0_settings(dataset, image_size, base_channels, channel_mults, images_seen, batch_size, lr, warmup,
                  label_dropout, ema_decay, seed) -> dict:
     images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
     data = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
-    return {"format": "redifine-m0-v1", "objective": "edm", "dataset": dataset, "image_size": image_size,
+    # v2: trained by madlib.diffusion.core.train (initial weights from the seed's first draw; v1 used the seed itself)
+    return {"format": "redifine-m0-v2", "objective": "edm", "dataset": dataset, "image_size": image_size,
             "base_channels": base_channels, "channel_mults": list(channel_mults), "images_seen": images_seen,
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "label_dropout": label_dropout,
             "ema_decay": ema_decay, "seed": seed, "train_data_sha256": data}
 
 
 def _m0_key(settings: dict) -> str:
+    # the settings hold a digest of the training images and labels: a content key of 16 hex digits
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def m0_cache_path(settings: dict, cache_dir: str | Path | None = None) -> Path:
     """Where the M_0 of ``settings`` is cached: ``<cache_dir>/redifine-m0-<hash>.pt`` (default: madlib's cache,
     ``$MADLIB_CACHE`` or ``~/.cache/madlib``)."""
-    return _m0_cache_dir(cache_dir) / f"redifine-m0-{_m0_key(settings)}.pt"
+    return cache_path(_m0_cache_dir(cache_dir), M0_ROLE, _m0_key(settings))
 
 
 def _m0_cache_dir(cache_dir: str | Path | None) -> Path:
@@ -128,9 +136,9 @@ def _m0_cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
 
-def _new_m0(settings: dict, device) -> EDMPrecond:
+def _new_m0(settings: dict, seed: int, device) -> EDMPrecond:
     unet = UNet(1, settings["image_size"], settings["base_channels"], tuple(settings["channel_mults"]), num_classes=10,
-                seed=settings["seed"], device=device)
+                seed=seed, device=device)
     return EDMPrecond(unet)
 
 
@@ -140,10 +148,11 @@ def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels
                 seed: int = 0, cache_dir: str | Path | None = None, use_cache: bool = True, device: str = "cpu",
                 progress: bool = False) -> PretrainedM0:
     # ReDiFine Sec. 3.1: the pretrained model M_0 (Stable Diffusion there; a class-conditional U-Net here)
-    """Train (or load from the cache) M_0: a class-conditional EDM U-Net on ``dataset``'s training split.
+    """Train (or load from the cache) M_0: a class-conditional EDM U-Net on ``dataset``'s training split
+    (:func:`madlib.diffusion.core.train`).
 
     Label dropout ``label_dropout`` trains the "no label" token (the unconditional branch CFG needs). The cache
-    file (:func:`m0_cache_path`) is keyed by every setting and a digest of the training images, and kept by
+    file (:func:`m0_cache_path`) is keyed by every setting and a digest of the training images and labels, kept by
     :func:`madlib.diffusion.cache.cached_fit` (written atomically, with a checksum of the weights; a truncated,
     damaged or stale file is named in a warning and trained again); ``use_cache=False`` trains without reading or
     writing it.
@@ -159,30 +168,15 @@ def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels
     seed = check_int("seed", seed, minimum=0)
     settings = _m0_settings(dataset, image_size, base_channels, tuple(channel_mults), images_seen, batch_size, lr,
                             warmup, label_dropout, ema_decay, seed)
-    trained = {}
-
-    def build() -> dict:
-        net = _new_m0(settings, device)
-        images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
-        x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, 1, H, W]
-        g = torch.Generator().manual_seed(seed)
-        ema = trained["net"] = copy.deepcopy(net)
-        start = time.perf_counter()
-        train_ensemble(net, x, edm_loss, samples_seen=images_seen, batch_size=batch_size, lr=lr,
-                       labels=labels.to(device)[None], cond_dropout=label_dropout, generator=g, warmup=warmup, ema=ema,
-                       ema_decay=ema_decay, progress=progress)
-        return {"state_dict": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
-                "seconds": time.perf_counter() - start}
-
-    # the file name is m0_cache_path's: role "redifine-m0" and the 16-digit settings hash as the key
-    payload, cached = cached_fit(_m0_cache_dir(cache_dir) if use_cache else None, "redifine-m0", settings,
-                                 _m0_key(settings), build)
-    net = trained.get("net")
-    if net is None:
-        net = _new_m0(settings, device)
-        net.load_state_dict(payload["state_dict"])
-    path = m0_cache_path(settings, cache_dir) if use_cache else None
-    return PretrainedM0(net.eval().requires_grad_(False), settings, path, float(payload["seconds"]), cached)
+    optimiser = EDMConfig(batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay)  # Adam, EMA
+    images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
+    folder = _m0_cache_dir(cache_dir) if use_cache else None
+    fit = core.train(images, optimiser, images_seen=images_seen, seed=seed,
+                     net=lambda init: _new_m0(settings, init, device), labels=labels, label_dropout=label_dropout,
+                     cache_dir=folder, role=M0_ROLE, settings=settings, key=_m0_key(settings), device=device,
+                     progress=progress)
+    seconds = float(fit.stats.seconds) if fit.stats is not None else math.nan
+    return PretrainedM0(fit.net, settings, cache_path(folder, M0_ROLE, fit.key), seconds, fit.loaded)
 
 
 # ---------------------------------------------------------------------------------------------- Finetune
@@ -289,12 +283,11 @@ def finetune_from_m0(m0: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         model = copy.deepcopy(start)
     model.train()
     start_digest = weights_digest(model)
-    x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, C, H, W]
-    stats = train_ensemble(model, x, edm_loss, samples_seen=math.ceil(epochs * x.shape[1]), batch_size=batch_size,
-                           lr=lr, labels=labels.to(device)[None], cond_dropout=cond_dropout,
-                           generator=torch.Generator().manual_seed(seed), optimizer="adamw", weight_decay=0.0,
-                           progress=progress)
-    model.eval()
+    # the fine-tune's optimiser: AdamW without weight decay, no warm-up, no EMA (the trained weights sample)
+    config = EDMConfig(batch_size=batch_size, lr=lr, warmup=0, ema_decay=0.0)
+    stats = core.train(images, config, images_seen=math.ceil(epochs * len(images)), seed=seed, net=model,
+                       labels=labels, label_dropout=cond_dropout, optimizer="adamw", weight_decay=0.0,
+                       device=device, progress=progress).stats
     sampler_net = BranchedDenoiser(model, m0) if cond_dropout == 0 and untrained_uncond == "m0" else model
     return FinetunedModel(sampler_net, model, start_digest, weights_digest(model), stats)
 
@@ -340,30 +333,25 @@ def generate_one_per_prompt(net: nn.Module, prompts: torch.Tensor, *, weight=con
     device = next(net.parameters()).device
     size = image_size or net_image_size(net)
     sigmas = edm_sigma_steps(steps, sigma_min, sigma_max, rho)
-    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
-    chunks, diff_sum = [], np.zeros(steps)
-    for y in prompts.split(check_int("sample_batch", sample_batch, minimum=1)):
-        y = y.to(device)[None]  # [1, B]
-        noise = torch.randn((1, len(y[0]), 1, size, size), generator=g).to(device)
-        primary = lambda x, s, y=y: net(x, s, y)  # noqa: E731
-        guide = lambda x, s: net(x, s, None)  # noqa: E731
-        state = {"i": 0}
-        if diff_norms:
-            cache = {}
+    diff_sum = np.zeros(steps)
 
-            def primary(x, s, y=y):  # records |eps_c - eps_u| at this step, keeps eps_u for the guide
-                c, u = net(x, s, y), net(x, s, None)
-                cache["u"] = u
-                diff_sum[state["i"]] += float(((c - u) / s).flatten(2).norm(dim=2).sum())
-                state["i"] += 1
-                return c
+    def recording(y, s):  # per chunk: the CFG pair, recording |eps_c - eps_u| at each step (App. G.2, Fig. 38b)
+        cache, state = {}, {"i": 0}
 
-            def guide(x, s):
-                return cache.pop("u")
-        with torch.no_grad():
-            x = euler_ancestral_sampler(primary, noise, sigmas, guide=guide, weight=weight, generator=g)
-        chunks.append(to_uint8(x[0], PIXEL_RANGE).cpu())
-    return torch.cat(chunks), (diff_sum / max(len(prompts), 1) if diff_norms else None)
+        def primary(x, t):  # also evaluates the unconditional branch, kept for the guide
+            c, u = net(x, t, y), net(x, t, None)
+            cache["u"] = u
+            diff_sum[state["i"]] += float(((c - u) / t).flatten(2).norm(dim=2).sum())
+            state["i"] += 1
+            return c
+
+        return primary, lambda x, t: cache.pop("u")
+
+    images = core.sample(None if diff_norms else net, len(prompts), seed=check_int("seed", seed, minimum=0),
+                         image_shape=(1, size, size), sampler="euler_ancestral", sigmas=sigmas, labels=prompts,
+                         guide="cfg", weight=weight, predictors=recording if diff_norms else None,
+                         sample_batch=check_int("sample_batch", sample_batch, minimum=1), device=device)
+    return images, (diff_sum / max(len(prompts), 1) if diff_norms else None)
 
 
 def net_image_size(net: nn.Module) -> int:
@@ -407,33 +395,26 @@ def balanced_subset(dataset: str, n: int, *, split: str = "train", image_size: i
     ``dataset``'s ``split``, ordered by class; ``exclude``: indices not to draw (e.g. D_0, for a floor)."""
     images, labels = load_images(dataset, split, size=image_size, dtype="uint8")
     n = check_int("n", n, minimum=10)
-    counts = np.bincount(np.arange(n) % 10, minlength=10)
-    rng = np.random.default_rng(seed)
-    allowed = np.ones(len(labels), bool)
-    if exclude is not None:
-        allowed[np.asarray(exclude)] = False
-    idx = []
-    for c in range(10):
-        pool = np.flatnonzero((labels.numpy() == c) & allowed)
-        if len(pool) < counts[c]:
-            raise ValueError(f"n must be <= {10 * len(pool)} for a class-balanced subset of {dataset} ({split}); "
-                             f"got n = {n}")
-        idx.append(np.sort(rng.choice(pool, counts[c], replace=False)))
-    idx = torch.as_tensor(np.concatenate(idx))
+    idx = balanced_index(labels, n, classes=range(10), rng=np.random.default_rng(seed), exclude=exclude, sort=True,
+                         where=f"{dataset} ({split})")
     return images[idx], labels[idx], idx
 
 
 def real_floors(d0_images, d0_labels, other_images, other_labels, lenet, *, seed: int = 0) -> dict:
     """The real-vs-real FID floors of a chain: ``halves`` (D_0 split in two class-balanced halves, as the issue
     asks) and ``fresh`` (as many other real images of the same style against D_0: the floor at FID_k's n)."""
-    from madlib.metrics.images import image_metrics
+    from madlib.metrics.images import HeldOutMetrics
+
+    def measured(fake, fake_labels, real, real_labels):  # image_metrics's keys, through the one metric bundle
+        return core.evaluate(HeldOutMetrics(real, lenet), fake, fake_labels,
+                             real=core.class_readouts(real, real_labels, lenet))
 
     rng = np.random.default_rng(seed)
     first = np.concatenate([rng.permutation(np.flatnonzero(d0_labels.numpy() == c))[: (d0_labels == c).sum() // 2]
                             for c in range(10)])
     second = np.setdiff1d(np.arange(len(d0_labels)), first)
-    halves = image_metrics(d0_images[first], d0_labels[first], d0_images[second], d0_labels[second], lenet)
-    fresh = image_metrics(other_images, other_labels, d0_images, d0_labels, lenet)
+    halves = measured(d0_images[first], d0_labels[first], d0_images[second], d0_labels[second])
+    fresh = measured(other_images, other_labels, d0_images, d0_labels)
     return {"halves": halves, "fresh": fresh}
 
 
@@ -454,7 +435,7 @@ def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Te
     ``cfg_scale``, ``s0``, ``alpha``); the fine-tune: :func:`finetune_from_m0`. ``seed`` fixes every draw (each
     iteration's fine-tune and sampling seeds derive from it).
     """
-    from madlib.metrics.images import image_metrics
+    from madlib.metrics.images import HeldOutMetrics
     from madlib.metrics.spectra import high_frequency_power, radial_power_spectrum
 
     K = check_int("iterations", iterations, minimum=2)
@@ -471,6 +452,7 @@ def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Te
     mix_rng = np.random.default_rng(int(seeds[-1]))
     sets, fid, acc, diff, starts, ends = [d0_images], [], [], [], [], []
     seconds = {"finetune": [], "sample": []}
+    against_d0 = HeldOutMetrics(d0_images, lenet)  # FID_k of D_k against D_0: D_0's features once
     previous = None
     train_images = d0_images
     for k in tqdm(range(1, K + 1), disable=not progress, leave=False, desc=desc):
@@ -485,7 +467,7 @@ def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Te
                                                 seed=int(seeds[2 * k - 1] % 2**31), sample_batch=sample_batch,
                                                 diff_norms=True)
         seconds["sample"].append(time.perf_counter() - clock)
-        metrics = image_metrics(images, prompts, d0_images, prompts, lenet)
+        metrics = core.evaluate(against_d0, images, prompts)
         sets.append(images)
         fid.append(metrics["fid"])
         acc.append(metrics["accuracy"])

@@ -18,7 +18,8 @@ FID is not the optimum of its own noise (SinaAlemohammad/Neon selects on test se
 :func:`freeze_encoder` fine-tunes only the decoder half of the U-Net (App. A).
 
 Models are class-unconditional U-Nets (SIMS's CIFAR-10 and FFHQ models are unconditional; project choice for
-MNIST). Network evaluations (NFE) per image: 2 * steps - 1 for Heun; SIMS doubles them wherever w != 0.
+MNIST). Training (with its cache and the snapshots along B) and sampling are :func:`madlib.diffusion.core.train` and
+:func:`madlib.diffusion.core.sample`; this module holds SIMS's algorithm only. Network evaluations (NFE) per image: 2 * steps - 1 for Heun; SIMS doubles them wherever w != 0.
 """
 
 from __future__ import annotations
@@ -33,20 +34,18 @@ import numpy as np
 import torch
 
 from madlib._checks import check_int, check_interval, resolve_device
-from madlib.data.images import from_uint8, to_uint8
-from madlib.diffusion.cache import cache_key, cached_fit
+from madlib.diffusion import core
 from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.guidance import check_weight, constant_weight, interval_weight
-from madlib.diffusion.losses import EDMPrecond, edm_denoise, edm_loss
-from madlib.diffusion.samplers import edm_heun_sampler
-from madlib.diffusion.training import TrainStats, train_ensemble
+from madlib.diffusion.losses import EDMPrecond, edm_denoise
+from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
 
 __all__ = ["SIMSConfig", "SIMSModel", "train_base", "synthesize", "train_auxiliary", "sims_sample", "check_sims_weight",
            "sims_grid", "select_then_report", "group_shifted_subset", "freeze_encoder", "SharedEncoderPair",
            "network_evaluations"]
 
-PIXEL_RANGE = (-1.0, 1.0)
+PIXEL_RANGE = core.PIXEL_RANGE
 
 
 @dataclass(frozen=True)
@@ -76,35 +75,14 @@ def network_evaluations(config: SIMSConfig, guided: bool, guide_from: int = 0) -
 
 
 def _check_images(name: str, images: torch.Tensor, config: SIMSConfig) -> None:
-    shape = config.image_shape()
-    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape or len(images) < 1:
-        raise ValueError(f"{name} must be uint8 images [n >= 1, {', '.join(map(str, shape))}]; got "
-                         f"{images.dtype} {tuple(images.shape)}")
-
-
-def _fit(net: torch.nn.Module, images: torch.Tensor, config: SIMSConfig, images_seen: int, generator: torch.Generator,
-         device, snapshot_steps: Sequence[int] = (), progress: bool = False):
-    """Train ``net`` in place (EDM loss); returns (EMA network, stats, {step: EMA snapshot})."""
-    x = from_uint8(images, PIXEL_RANGE).to(device)[None]  # [1, N, C, H, W]
-    average = copy.deepcopy(net)
-    snapshots, state = {}, {"step": 0}
-    wanted = set(snapshot_steps)
-
-    def after_step():  # a snapshot of the EMA weights at each budget B of the sweep
-        state["step"] += 1
-        if state["step"] in wanted:
-            snapshots[state["step"]] = copy.deepcopy(average).eval().requires_grad_(False)
-
-    stats = train_ensemble(net, x, edm_loss, samples_seen=images_seen, batch_size=config.batch_size, lr=config.lr,
-                           generator=generator, warmup=config.warmup, ema=average, ema_decay=config.ema_decay,
-                           after_step=after_step if wanted else None, progress=progress)
-    return average.eval().requires_grad_(False), stats, snapshots
+    core.check_images(name, images, config.image_shape())
 
 
 def train_base(images: torch.Tensor, config: SIMSConfig, *, images_seen: int, seed: int, device: str = "cpu",
                cache_dir: str | os.PathLike | None = None, progress: bool = False) -> SIMSModel:
     # SIMS Algorithm 1, step 1: train the base model on the real set D
-    """A class-unconditional EDM denoiser trained from scratch on uint8 ``images`` [N, C, H, W].
+    """A class-unconditional EDM denoiser trained from scratch on uint8 ``images`` [N, C, H, W]
+    (:func:`madlib.diffusion.core.train`).
 
     With ``cache_dir``, the EMA weights are kept in ``<cache_dir>/base-<key>.pt`` (:func:`madlib.diffusion.cache.cached_fit`:
     written atomically, keyed by the config, the budget, the seed, madlib's version and the images' bytes): a later
@@ -117,23 +95,9 @@ def train_base(images: torch.Tensor, config: SIMSConfig, *, images_seen: int, se
     from madlib import __version__
 
     settings = {"config": config.settings(), "images_seen": images_seen, "seed": seed, "madlib": __version__}
-    stats = {}
-
-    def build() -> dict:
-        g = torch.Generator().manual_seed(seed)
-        net = config.network(int(torch.randint(2**31, (1,), generator=g)), device)
-        average, stats["fit"], _ = _fit(net, images, config, images_seen, g, device, progress=progress)
-        return {"state": {k: v.cpu() for k, v in average.state_dict().items()}}
-
-    payload, _ = cached_fit(cache_dir, "base", settings, cache_key("base", settings, images), build)
-    net = config.network(0, device)
-    net.load_state_dict(payload["state"])
-    return SIMSModel(net.eval().requires_grad_(False), images_seen, stats.get("fit"))
-
-
-def _latents(n: int, config: SIMSConfig, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
-    return torch.randn((n, config.image_channels, config.image_size, config.image_size), generator=g)
+    fit = core.train(images, config, images_seen=images_seen, seed=seed, cache_dir=cache_dir, role="base",
+                     settings=settings, device=device, progress=progress)
+    return SIMSModel(fit.net, images_seen, None if fit.loaded else fit.stats)
 
 
 def check_sims_weight(name: str, w) -> float:
@@ -164,19 +128,16 @@ def sims_sample(base: SIMSModel, aux: SIMSModel | None, w: float, n: int, config
     if aux is None and w != 0:
         raise ValueError(f"w must be 0 without an auxiliary model; got w = {w}")
     device = resolve_device("device", device)
-    primary, guide = base.net, aux.net if aux is not None else None
+    primary, guide, predictors = base.net, aux.net if aux is not None else None, None
     if w == -1 and guide_from == 0:
         primary, guide = aux.net, None
     elif shared_encoder and guide is not None:
-        primary, guide = SharedEncoderPair(base.net, aux.net).predictors()
+        pair = SharedEncoderPair(base.net, aux.net).predictors()  # one encoder pass for both models per step
+        primary, guide, predictors = None, None, lambda y, s: pair
     weight = interval_weight(w, guide_from) if guide_from else constant_weight(w)
-    sigmas = config.sigmas()
-    chunks = []
-    for z in _latents(n, config, seed).split(config.sample_batch):
-        with torch.no_grad():
-            x = edm_heun_sampler(primary, z.to(device)[None], sigmas, guide=guide, weight=weight)
-        chunks.append(to_uint8(x[0], PIXEL_RANGE).cpu())
-    return torch.cat(chunks)
+    return core.sample(primary, n, seed=check_int("seed", seed, minimum=0), image_shape=config.image_shape(),
+                       sigmas=config.sigmas(), guide=guide, weight=weight, predictors=predictors,
+                       sample_batch=config.sample_batch, device=device)
 
 
 def synthesize(base: SIMSModel, n: int, config: SIMSConfig, *, seed: int, device: str = "cpu") -> torch.Tensor:
@@ -203,10 +164,9 @@ def train_auxiliary(base: SIMSModel, synthetic: torch.Tensor, config: SIMSConfig
         trainable(net)
     batch = min(config.batch_size, len(synthetic))
     steps = {b: math.ceil(b / batch) for b in budgets}
-    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
-    _, stats, snapshots = _fit(net, synthetic, config, budgets[-1], g, device, snapshot_steps=list(steps.values()),
-                               progress=progress)
-    return {b: SIMSModel(snapshots[steps[b]], steps[b] * batch, stats) for b in budgets}
+    fit = core.train(synthetic, config, images_seen=budgets[-1], seed=check_int("seed", seed, minimum=0), net=net,
+                     snapshot_steps=list(steps.values()), device=device, progress=progress)
+    return {b: SIMSModel(fit.snapshots[steps[b]], steps[b] * batch, fit.stats) for b in budgets}
 
 
 def freeze_encoder(net: torch.nn.Module) -> None:

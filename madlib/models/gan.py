@@ -48,13 +48,13 @@ import torch
 from torch import nn
 
 from madlib._checks import check_choice, check_int, check_interval, resolve_device
-from madlib.data.images import DATASETS, from_uint8, load_images, to_uint8
+from madlib.data.images import DATASETS, load_images
+from madlib.diffusion.core import PIXEL_RANGE, to_network_range, to_uint8_images  # noqa: F401 (PIXEL_RANGE)
 from madlib.diffusion.training import ema_update
 
 __all__ = ["ARCHITECTURES", "ConvCritic", "ConvGenerator", "EnsembleNet", "GanData", "GanModel", "WGANFamily",
            "gradient_penalty", "wgan_gp_critic_loss"]
 
-PIXEL_RANGE = (-1.0, 1.0)
 ARCHITECTURES = ("mlp", "conv")
 CRITIC_NORMS = ("none", "layer")
 
@@ -281,7 +281,7 @@ class WGANFamily:
         self.test_images, self.test_labels = load_images(dataset, "test", size=self.image_size, dtype="uint8", root=root)
         self.shape = tuple(self.train_images.shape[1:])  # (C, H, W)
         self.pixels = int(np.prod(self.shape))
-        self._classifier = self._real_features = None
+        self._classifier = self._held = None
 
     def settings(self) -> dict:
         return {"dataset": self.dataset, "runs": self.runs, "image_size": self.image_size,
@@ -324,7 +324,7 @@ class WGANFamily:
         z = torch.randn(self.runs, n, self.latent_dim, generator=generator).to(self.device)
         with torch.no_grad():
             x = model.generator(z)  # [R, n, C*H*W] in [-1, 1]
-        return to_uint8(x.reshape((self.runs, n) + self.shape), PIXEL_RANGE).cpu()
+        return to_uint8_images(x.reshape((self.runs, n) + self.shape))
 
     def sample(self, model: GanModel, n: int, lam: float, rng: np.random.Generator) -> GanData:
         if lam != 1.0:
@@ -343,7 +343,7 @@ class WGANFamily:
             raise ValueError(f"data.images must be [runs={self.runs}, N, C, H, W]; got {tuple(data.images.shape)}")
         g = torch.Generator().manual_seed(data.seed)
         gen, critic = self.networks(g)
-        x = from_uint8(data.images, PIXEL_RANGE).reshape(self.runs, -1, self.pixels).to(self.device)  # [R, N, D]
+        x = to_network_range(data.images).reshape(self.runs, -1, self.pixels).to(self.device)  # [R, N, D]
         n, batch = x.shape[1], min(self.batch_size, x.shape[1])
         opt_g = torch.optim.Adam(gen.parameters(), lr=self.lr, betas=self.betas)
         opt_c = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=self.betas)
@@ -390,21 +390,19 @@ class WGANFamily:
         """FID, precision, recall (k = 5, LeNet features) of uint8 images [n, C, H, W] against the held-out split,
         with the predicted-class entropy (normalised by log 10), the share of the commonest predicted class and
         the mean top-class probability (``confidence``)."""
-        from madlib.metrics.distances import frechet_distance
-        from madlib.metrics.lenet import lenet_features, lenet_logits
-        from madlib.metrics.prdc import precision_recall
+        from madlib.metrics.images import HeldOutMetrics
+        from madlib.metrics.lenet import lenet_logits
 
         lenet = self._lenet()
-        if self._real_features is None:
-            self._real_features = lenet_features(self.test_images, lenet)
-        fake = lenet_features(images, lenet)
-        precision, recall = precision_recall(self._real_features, fake, k=5)
+        if self._held is None:  # the held-out split's features, once
+            self._held = HeldOutMetrics(self.test_images, lenet, k=5)
+        quality = self._held(images)  # FID, precision, recall: the one metric bundle
         probs = lenet_logits(images, lenet).softmax(1).cpu()
         counts = torch.bincount(probs.argmax(1), minlength=10).double()
         p = counts / counts.sum()
         entropy = float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(len(p)))
-        return {"fid": float(frechet_distance(self._real_features, fake)), "precision": float(precision),
-                "recall": float(recall), "class_entropy": entropy, "top_class_share": float(p.max()),
+        return {"fid": float(quality["fid"]), "precision": float(quality["precision"]),
+                "recall": float(quality["recall"]), "class_entropy": entropy, "top_class_share": float(p.max()),
                 "confidence": float(probs.max(1).values.mean())}
 
     def predicted_labels(self, images: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,11 @@ One generation, as MAD trains its MNIST DDPMs (Sec. 3.2, 4.1):
    against the dataset's held-out split: FID, precision, recall (k = 5) on LeNet features, classifier
    accuracy, mean intensity.
 
+Training, sampling and measuring are :func:`madlib.diffusion.core.train` (the family's U-Net and loss, MAD's DDPM
+recipe or EDM's), :func:`madlib.diffusion.core.sample` (CFG through the one guided prediction) and
+:func:`madlib.diffusion.core.evaluate` (:class:`madlib.metrics.images.HeldOutMetrics` of the held-out split, its
+features computed once per family); the class-balanced draws :func:`madlib.data.images.balanced_index`.
+
 **One run.** Every record has a leading run axis of length 1 (``records["fid"]`` is [G, 1]); for
 several runs, call :func:`madlib.loops.run_loop` once per seed.
 
@@ -50,7 +55,6 @@ samples 2-2.4x faster at a somewhat higher FID for the same budget.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -62,19 +66,19 @@ import numpy as np
 import torch
 
 from madlib._checks import check_choice, check_int, check_interval, resolve_device
-from madlib.data.images import DATASETS, from_uint8, load_images, to_uint8
+from madlib.data.images import DATASETS, balanced_counts, balanced_index, load_images
 from madlib.data.store import StoredImageSet, load_image_set, save_image_set
-from madlib.diffusion.config import check_sigma_grid
-from madlib.diffusion.guidance import cfg_predictors, constant_weight, w_from_lam
+from madlib.diffusion import core
+from madlib.diffusion.config import EDMConfig, check_sigma_grid
+from madlib.diffusion.guidance import w_from_lam
 from madlib.diffusion.losses import EDMPrecond, ddpm_eps_loss, edm_loss
-from madlib.diffusion.samplers import ddpm_ancestral_sampler, edm_heun_sampler, euler_ancestral_sampler
 from madlib.diffusion.schedules import cosine_schedule, edm_sigma_steps
-from madlib.diffusion.training import TrainStats, train_ensemble
+from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
 
 __all__ = ["ImageSet", "ImageModel", "ImageDiffusionFamily", "balanced_labels", "PIXEL_RANGE", "OBJECTIVES"]
 
-PIXEL_RANGE = (-1.0, 1.0)  # the networks see images mapped linearly from 0..255 onto [-1, 1]
+PIXEL_RANGE = core.PIXEL_RANGE  # the networks see images mapped linearly from 0..255 onto [-1, 1]
 # objective -> the samplers it can drive: MAD's DDPM with its ancestral sampler; EDM (Table 1) with Heun or
 # Euler-ancestral on EDM's sigma grid
 OBJECTIVES = {"ddpm": ("ddpm",), "edm": ("heun", "euler_ancestral")}
@@ -83,9 +87,7 @@ OBJECTIVES = {"ddpm": ("ddpm",), "edm": ("heun", "euler_ancestral")}
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     """Class-ordered labels [n]: n // K of every class, one more for the first n mod K classes."""
     n, num_classes = check_int("n", n, minimum=0), check_int("num_classes", num_classes, minimum=1)
-    counts = torch.full((num_classes,), n // num_classes)
-    counts[:n % num_classes] += 1
-    return torch.repeat_interleave(torch.arange(num_classes), counts)
+    return torch.repeat_interleave(torch.arange(num_classes), torch.as_tensor(balanced_counts(n, num_classes)))
 
 
 @dataclass
@@ -199,7 +201,10 @@ class ImageDiffusionFamily:
         self.num_classes = int(self.train_labels.max()) + 1
         self.image_channels = int(self.train_images.shape[1])
         self._new_unet(seed=0)  # checks the network settings now, not at the first fit
-        self._classifier = None
+        # the optimiser settings the core trains with (Adam, warm-up, EMA; the network is the family's own U-Net)
+        self._optimiser = EDMConfig(batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
+                                    ema_decay=self.ema_decay)
+        self._classifier = self._held = self._real_readouts = None
 
     def settings(self) -> dict:
         """Every setting that changes the numbers (the checkpoint identity and the stored sets' meta)."""
@@ -251,15 +256,14 @@ class ImageDiffusionFamily:
     def draw_real(self, n: int, rng: np.random.Generator) -> ImageSet:
         """A class-balanced random subset of n images of the training split (without replacement)."""
         n = check_int("n", n, minimum=1)
-        counts = torch.bincount(balanced_labels(n, self.num_classes), minlength=self.num_classes)
+        counts = balanced_counts(n, self.num_classes)
         labels = self.train_labels.numpy()
         available = np.bincount(labels, minlength=self.num_classes)
-        if (counts.numpy() > available).any():
+        if (counts > available).any():
             raise ValueError(f"n must be <= {self.num_classes * available.min()} for a class-balanced subset of "
                              f"{self.dataset}'s training split at {self.image_size}x{self.image_size} (its smallest "
                              f"class holds {available.min()} images); got n = {n}")
-        idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), int(k), replace=False)
-                              for c, k in enumerate(counts)])
+        idx = balanced_index(self.train_labels, n, classes=range(self.num_classes), rng=rng)
         return ImageSet(self.train_images[idx], self.train_labels[idx], torch.zeros(len(idx), dtype=torch.int64),
                         int(rng.integers(2**31)))
 
@@ -267,23 +271,11 @@ class ImageDiffusionFamily:
         # MAD Sec. 2.3: classifier-free guidance with lambda = 1 / (1 + w); Ho et al. 2020 Algorithm 2
         """uint8 images [n, C, H, W] (CPU) of the given labels [n], drawn with noise from ``generator`` (CPU)."""
         w = w_from_lam(check_interval("lam", lam, 0.0, 1.0, low_open=True))
-        shape = (self.image_channels, self.image_size, self.image_size)
-        chunks = []
-        for y in labels.split(self.sample_batch):
-            noise = torch.randn((1, len(y)) + shape, generator=generator).to(self.device)  # [1, B, C, H, W]
-            primary, guide = cfg_predictors(model.net, y.to(self.device)[None])
-            with torch.no_grad():
-                if self.sampler == "ddpm":
-                    x = ddpm_ancestral_sampler(primary, noise, self.schedule, guide=guide, weight=constant_weight(w),
-                                               generator=generator, clip_x0=PIXEL_RANGE if self.clip_x0 else None,
-                                               progress=self.progress)
-                elif self.sampler == "heun":
-                    x = edm_heun_sampler(primary, noise, self.sigmas, guide=guide, weight=constant_weight(w))
-                else:
-                    x = euler_ancestral_sampler(primary, noise, self.sigmas, guide=guide, weight=constant_weight(w),
-                                                generator=generator)
-            chunks.append(to_uint8(x[0], PIXEL_RANGE).cpu())
-        return torch.cat(chunks)
+        return core.sample(model.net, len(labels), seed=generator,
+                           image_shape=(self.image_channels, self.image_size, self.image_size),
+                           sampler=self.sampler, sigmas=self.sigmas, schedule=self.schedule, labels=labels,
+                           guide="cfg", weight=w, sample_batch=self.sample_batch, device=self.device,
+                           clip_x0=PIXEL_RANGE if self.clip_x0 else None, progress=self.progress)
 
     def sample(self, model: ImageModel, n: int, lam: float, rng: np.random.Generator) -> ImageSet:
         """n class-balanced samples of ``model`` at bias ``lam`` (which must be the family's), as uint8."""
@@ -321,17 +313,11 @@ class ImageDiffusionFamily:
         return model
 
     def _train(self, data: ImageSet) -> ImageModel:
-        g = torch.Generator().manual_seed(data.seed)
-        net = self._new_unet(seed=int(torch.randint(2**31, (1,), generator=g)))
-        x = from_uint8(data.images, PIXEL_RANGE).to(self.device)[None]  # [1, N, C, H, W]
-        n = x.shape[1]
-        average = copy.deepcopy(net) if self.ema_decay > 0 else None
-        stats = train_ensemble(net, x, self._loss, samples_seen=math.ceil(self.epochs * n),
-                               batch_size=self.batch_size, lr=self.lr, labels=data.labels.to(self.device)[None],
-                               cond_dropout=self.cond_dropout, generator=g, warmup=self.warmup, ema=average,
-                               ema_decay=self.ema_decay, progress=self.progress)
-        sampler_net = (net if average is None else average).eval().requires_grad_(False)
-        return ImageModel(sampler_net, int(data.source.max()) + 1, stats)
+        # from scratch (MAD Sec. 3.2), initial weights from the first draw of data.seed (madlib.diffusion.core.train)
+        fit = core.train(data.images, self._optimiser, images_seen=math.ceil(self.epochs * len(data.images)),
+                         seed=data.seed, net=self._new_unet, labels=data.labels, label_dropout=self.cond_dropout,
+                         loss=self._loss, device=self.device, progress=self.progress)
+        return ImageModel(fit.net.requires_grad_(False), int(data.source.max()) + 1, fit.stats)
 
     def store_path(self, generation: int, kind: str = "eval") -> Path:
         """The file of generation ``generation``'s training set (``kind="train"``) or evaluation samples (``"eval"``)."""
@@ -358,11 +344,16 @@ class ImageDiffusionFamily:
         return self._classifier
 
     def measure(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        """:func:`madlib.metrics.images.image_metrics` of uint8 ``images`` [n, C, H, W] with ``labels`` [n]
-        against the held-out split, on the family's LeNet: what :meth:`summary` reports of its samples."""
-        from madlib.metrics.images import image_metrics
+        """The metrics of :func:`madlib.metrics.images.image_metrics` (same keys and values) of uint8 ``images``
+        [n, C, H, W] with ``labels`` [n] against the held-out split, on the family's LeNet, through
+        :func:`madlib.diffusion.core.evaluate` (the held-out split's features computed once per family): what
+        :meth:`summary` reports of its samples."""
+        if self._held is None:
+            from madlib.metrics.images import HeldOutMetrics
 
-        return image_metrics(images, labels, self.test_images, self.test_labels, self._lenet())
+            self._held = HeldOutMetrics(self.test_images, self._lenet())
+            self._real_readouts = core.class_readouts(self.test_images, self.test_labels, self._lenet())
+        return core.evaluate(self._held, images, labels, real=self._real_readouts)
 
     def real_floor(self, n: int, seed: int) -> dict:
         """:meth:`measure` of n training images drawn at random (without replacement) with ``seed``: the
