@@ -279,3 +279,14 @@ def test_class_grid_puts_sample_i_of_class_c_at_row_i_column_c():
     assert [grid[0, 0], grid[0, 2], grid[2, 0], grid[2, 2]] == [1, 0, 3, 2]  # class 0: images 1, 3; class 1: 0, 2
     with pytest.raises(ValueError, match="per_class must be <= the smallest class count"):
         class_grid(images, labels, per_class=3, num_classes=2)
+
+
+def test_total_variation_is_half_the_l1_distance_scipy_computes():
+    from scipy.spatial.distance import cityblock
+
+    from madlib.metrics import total_variation
+
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(10), size=3), rng.dirichlet(np.ones(10), size=3)  # [3, 10] class histograms
+    np.testing.assert_allclose(total_variation(p, q), [cityblock(a, b) / 2 for a, b in zip(p, q)])
+    assert total_variation(p[0], p[0]) == 0 and total_variation([1, 0], [0, 1]) == 1

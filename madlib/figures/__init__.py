@@ -5,9 +5,10 @@ one of four levels (:data:`LEVELS`) from its :class:`Precondition` s and, for a 
 against a margin (:class:`Comparison`, intervals from :mod:`madlib.stats`).
 """
 
-from madlib.figures.checks import first_last, mean_z_score, monotone, seed_spread, seeds_agree
+from madlib.figures.checks import first_last, mean_z_score, monotone, rounded, seed_spread, seeds_agree, with_spread
 from madlib.figures.record import Claim, FigureRecord, count_levels, default_out_dir, write_claims_summary
 from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide
 
 __all__ = ["Claim", "Comparison", "FigureRecord", "LEVELS", "Precondition", "count_levels", "decide",
-           "default_out_dir", "first_last", "mean_z_score", "monotone", "seed_spread", "seeds_agree", "write_claims_summary"]
+           "default_out_dir", "first_last", "mean_z_score", "monotone", "rounded", "seed_spread", "seeds_agree", "with_spread",
+           "write_claims_summary"]

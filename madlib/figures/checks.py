@@ -45,3 +45,13 @@ def first_last(values, *, per: str = "per_seed") -> dict:
     the rows themselves under ``per``: what a loop claim shows of a metric."""
     values = np.asarray(values, float)
     return {"generation_1": seed_spread(values[:, 0]), "generation_T": seed_spread(values[:, -1]), per: values}
+
+
+def with_spread(values) -> dict:
+    """Per-seed values [S] beside their :func:`seed_spread`: what a claim shows of one number per seed."""
+    return {"per_seed": values, "spread": seed_spread(values)}
+
+
+def rounded(values: dict, keys=None, digits: int = 3) -> dict:
+    """``{key: round(values[key], digits)}`` for ``keys`` (default all): metric dicts shown in a notebook's output."""
+    return {k: round(float(values[k]), digits) for k in (values if keys is None else keys)}

@@ -55,7 +55,7 @@ from madlib.diffusion.cache import cache_key, cached_fit
 from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.losses import EDMPrecond, edm_loss
 
-__all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "first_n_balanced", "first_n_index",
+__all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "cell_key", "first_n_balanced", "first_n_index",
            "source_labels", "pooled_training_set", "casd_train", "dm_train", "sda_train", "train_method",
            "heun_sample", "casd_sample", "sample_method", "train_source", "synthetic_set", "cached_fit",
            "sample_metrics", "cache_key", "run_method"]
@@ -291,6 +291,12 @@ def sample_metrics(images: torch.Tensor, reference_images, lenet, *, num_classes
         raise ValueError(f"reference_images, a HeldOutMetrics, must use this lenet and k = {k}; got k = {held.k}"
                          f"{'' if held.lenet is lenet else ' and another lenet'}")
     return core.evaluate(held, images, protocol=True) | {"class_shares": class_shares(images, lenet, num_classes)}
+
+
+def cell_key(method: str, source: str | None, n: int, m: int) -> str:
+    """The name of one cell of a CASD grid, ``"casd/good/n=400/m=2000"``; DM (no synthetic data) always has m = 0."""
+    check_choice("method", method, METHODS)
+    return f"{method}/{source or 'none'}/n={n}/m={0 if method == 'dm' else m}"
 
 
 def run_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, settings: EDMSettings, seed: int, *,

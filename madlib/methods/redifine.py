@@ -83,7 +83,7 @@ from madlib.diffusion.unet import UNet
 __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIGMA_RATIO", "PretrainedM0",
            "FinetunedModel", "BranchedDenoiser", "ChainResult", "TraitFit", "pretrain_m0", "m0_cache_path",
            "finetune_from_m0", "cfg_schedule", "generate_one_per_prompt", "chain_of_diffusion", "weights_digest",
-           "standardised_phenotype", "fit_truncation_ratios", "balanced_subset", "real_floors"]
+           "standardised_phenotype", "fit_truncation_ratios", "balanced_subset", "real_floors", "saturated_share"]
 
 PIXEL_RANGE = core.PIXEL_RANGE  # 0..255 maps linearly onto [-1, 1]
 SCHEDULES = ("constant", "exponential", "linear")  # CFG scale over the sampling steps (ReDiFine Sec. 5, App. F.2)
@@ -387,6 +387,28 @@ class ChainResult:
     end_digest: list
     seconds: dict
     settings: dict = field(default_factory=dict)
+
+    def summary(self, *, detail: bool = False) -> dict:
+        """What a figure's JSON keeps of the chain: FID, accuracy, Eq. 3's rate, the mean phenotype per iteration,
+        the fine-tunes' start digests, the times and settings; the mean |eps_c - eps_u| per iteration, or with
+        ``detail`` the whole [K, steps] array, the radial spectra and the pixel histograms."""
+        out = {"settings": self.settings, "fid": self.fid, "accuracy": self.accuracy, "collapse_rate": self.collapse_rate,
+               "phenotype_mean": self.phenotype.mean(1), "start_digest": self.start_digest, "seconds": self.seconds}
+        if detail:
+            return out | {"diff_norm": self.diff_norm, "radial": self.radial, "histogram": self.histogram}
+        return out | {"diff_norm_mean": self.diff_norm.mean(1)}
+
+    def spectrum_gap(self, floor_share: float = 1e-6) -> float:
+        # ReDiFine App. D.2.1 (project readout): how far D_K's radial power spectrum moved from D_0's
+        """Mean over frequencies of |log((P_K + f) / (P_0 + f))| for the radial power P of D_K and D_0; the floor
+        f = ``floor_share`` x mean(P_0) keeps a blank D_K (zero power) finite."""
+        floor = floor_share * float(np.mean(self.radial[0]))
+        return float(np.nanmean(np.abs(np.log((self.radial[-1] + floor) / (self.radial[0] + floor)))))
+
+
+def saturated_share(images: torch.Tensor, margin: int = 7) -> float:
+    """Share of uint8 pixels within ``margin`` grey levels of black or white: how far CFG pushed samples to the ends."""
+    return float(((images <= margin) | (images >= 255 - margin)).double().mean())
 
 
 def balanced_subset(dataset: str, n: int, *, split: str = "train", image_size: int = 14, seed: int = 0,

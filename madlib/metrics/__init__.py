@@ -21,7 +21,8 @@ dataclasses or dicts that state the sample sizes. Modules:
 """
 
 from madlib.metrics.distances import (FrechetDistance, W2Distance, collapse_rate, feature_statistics,
-                                      fid_to_reference, frechet_distance, kid, w2_empirical, w2_gaussian)
+                                      fid_to_reference, frechet_distance, kid, total_variation,
+                                      w2_empirical, w2_gaussian)
 from madlib.metrics.images import EVAL_SAMPLES, HeldOutMetrics, class_dispersion, class_shares, image_metrics, predicted_classes
 from madlib.metrics.lenet import (DEFAULT_RECIPE, TINY_RECIPE, CacheWarning, LeNetRecipe, cache_dir,
                                   class_histogram, lenet_features, lenet_logits, load_lenet)
@@ -33,7 +34,7 @@ from madlib.metrics.spectra import high_frequency_power, power_spectrum, radial_
 
 __all__ = [
     "FrechetDistance", "W2Distance", "collapse_rate", "feature_statistics", "frechet_distance", "w2_empirical",
-    "w2_gaussian", "fid_to_reference", "kid", "DEFAULT_RECIPE", "TINY_RECIPE", "CacheWarning", "LeNetRecipe", "cache_dir", "class_histogram",
+    "w2_gaussian", "fid_to_reference", "kid", "total_variation", "DEFAULT_RECIPE", "TINY_RECIPE", "CacheWarning", "LeNetRecipe", "cache_dir", "class_histogram",
     "lenet_features", "lenet_logits", "load_lenet", "Memorization", "memorization", "nearest_feature_distance",
     "nearest_ssim", "ssim", "ModeCoverage", "mode_coverage", "DensityCoverage", "PrecisionRecall",
     "density_coverage", "expected_coverage", "knn_radii", "precision_recall", "high_frequency_power", "power_spectrum",

@@ -22,7 +22,7 @@ from madlib._checks import check_int
 from madlib.theory.gaussian import w2_gaussian
 
 __all__ = ["FrechetDistance", "W2Distance", "feature_statistics", "frechet_distance", "w2_empirical",
-           "w2_gaussian", "collapse_rate", "kid", "fid_to_reference",
+           "w2_gaussian", "collapse_rate", "kid", "fid_to_reference", "total_variation",
            "polynomial_kernel_sum"]
 
 
@@ -131,6 +131,11 @@ def collapse_rate(fids) -> float:
     if fids.ndim != 1 or fids.shape[0] < 2:
         raise ValueError(f"fids must hold FID_1..FID_K with K >= 2; got shape {fids.shape}")
     return float((fids[-1] - fids[0]) / (fids.shape[0] - 1))
+
+
+def total_variation(p, q) -> np.ndarray:
+    """Total variation 1/2 sum_i |p_i - q_i| between histograms along the last axis (e.g. class shares [..., classes])."""
+    return 0.5 * np.abs(np.asarray(p, float) - np.asarray(q, float)).sum(-1)
 
 
 def fid_to_reference(features, mu_ref: np.ndarray, cov_ref: np.ndarray) -> float:
