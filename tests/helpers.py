@@ -35,3 +35,20 @@ def awake(net, seed: int = 0):
             if not p.any():
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
     return net
+
+
+def tiny_lenet_cache():
+    """A module fixture (assign it to a module-level name) that trains the tiny classifier once into a cache of
+    that module's own, so tests never touch the user's cache."""
+    import pytest
+
+    from madlib.metrics import load_lenet
+
+    @pytest.fixture(scope="module", autouse=True)
+    def lenet_cache(tmp_path_factory):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MADLIB_CACHE", str(tmp_path_factory.mktemp("lenet")))
+            load_lenet("tiny")
+            yield
+
+    return lenet_cache

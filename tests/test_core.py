@@ -20,7 +20,7 @@ from madlib.diffusion.samplers import ddpm_ancestral_sampler, edm_heun_sampler, 
 from madlib.diffusion.schedules import cosine_schedule, edm_sigma_steps
 from madlib.diffusion.unet import UNet
 from madlib.metrics.lenet import load_lenet
-from tests.helpers import awake
+from tests.helpers import awake, tiny_lenet_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,13 +29,7 @@ CONFIG = EDMConfig(image_size=8, base_channels=8, channel_mults=(1, 2), batch_si
                    sample_steps=4, sample_batch=7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def lenet_cache(tmp_path_factory):
-    """The tiny classifier is trained once into a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MADLIB_CACHE", str(tmp_path_factory.mktemp("lenet")))
-        load_lenet("tiny")
-        yield
+lenet_cache = tiny_lenet_cache()  # the tiny classifier, trained once into this module's own cache
 
 
 @pytest.fixture(scope="module")

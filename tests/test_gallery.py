@@ -15,8 +15,8 @@ import pytest
 
 from madlib.figures import gallery
 from madlib.figures.__main__ import main
-from madlib.figures.gallery import (GalleryError, explanation, format_number, measured_lines, read_targets,
-                                    render_site, write_gallery, write_gallery_after_build)
+from madlib.figures.formatting import explanation, format_number, measured_lines
+from madlib.figures.gallery import GalleryError, read_targets, render_site, write_gallery, write_gallery_after_build
 from madlib.figures.record import repo_root, write_claims_summary
 
 FIGURES = repo_root() / "figures"

@@ -12,9 +12,8 @@ from madlib.diffusion.guidance import class_conditional, constant_weight
 from madlib.diffusion.samplers import ddpm_ancestral_sampler
 from madlib.loops import LoopSpec, run_loop
 from madlib.metrics.images import image_metrics
-from madlib.metrics.lenet import load_lenet
 from madlib.models.images import ImageDiffusionFamily, balanced_labels
-from tests.helpers import interrupted_then_resumed
+from tests.helpers import interrupted_then_resumed, tiny_lenet_cache
 
 # 8x8 digits, T = 10, a two-level U-Net of width 8: a generation trains and samples in well under a second
 TINY = dict(image_size=8, steps=10, base_channels=8, channel_mults=(1, 2), epochs=2, batch_size=32,
@@ -24,13 +23,7 @@ TINY = dict(image_size=8, steps=10, base_channels=8, channel_mults=(1, 2), epoch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def lenet_cache(tmp_path_factory):
-    """The tiny classifier is trained once (a few seconds, here) into a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MADLIB_CACHE", str(tmp_path_factory.mktemp("lenet")))
-        load_lenet("tiny")
-        yield
+lenet_cache = tiny_lenet_cache()  # the tiny classifier, trained once into this module's own cache
 
 
 def _family(**kw):

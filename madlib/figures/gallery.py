@@ -30,8 +30,7 @@ from pathlib import Path
 
 import jinja2
 
-from madlib.figures.formatting import (explanation, format_inline, format_list, format_number, format_scalar,
-                                       format_spread, interval_text, is_seed_spread, measured_lines)
+from madlib.figures.formatting import explanation, interval_text, measured_lines
 from madlib.figures.record import atomic_write_text, count_levels, default_out_dir, repo_root
 from madlib.figures.verdicts import level_of
 
