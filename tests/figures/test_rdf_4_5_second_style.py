@@ -1,23 +1,73 @@
 """RDF-4/5 on the second style at the smoke profile: D0 is drawn from the held-out split M0 never saw, the best
-fixed CFG is the grid's lowest FID_K, and every reported chain starts each fine-tune from M0."""
+fixed CFG is the grid's lowest FID_K, every reported chain starts each fine-tune from M0, and every claim's level
+follows from the recorded numbers: its preconditions (the M0 bar, a style new to M0, optima the grid resolves, no setting compared
+with itself, a usable collapsing baseline, the blank cap) and, on one seed, an unbounded interval (inconclusive)."""
 
 import numpy as np
+import pytest
 
 from madlib.data import load_sample_archive
+
+
+def met(claim, name):
+    return next(p for p in claim["preconditions"] if p["name"] == name)["met"]
 
 
 def test_rdf_4_5_second_style(smoke_build):
     record, _ = smoke_build("rdf_4_5_second_style")
     assert record["experiments"] == ["RDF-4", "RDF-5"]
-    assert {c["id"] for c in record["claims"]} == {
+    assert record["scale"]["paper"] and record["scale"]["differences"]  # the static scale text comes from the manifest
+    claims = {c["id"]: c for c in record["claims"]}
+    assert set(claims) == {
         "RDF-4.best-cfg-differs-between-styles", "RDF-4.best-cfg-does-not-transfer", "RDF-5.redifine-below-baseline-second-style",
         "RDF-5.redifine-close-to-best-second-style", "RDF-5.each-half-weaker-second-style"}
     params, data = record["params"], record["data"]
     assert params["d0_split"] == "test" and params["m0_settings"]["dataset"] == params["d0_dataset"]  # M0 saw only the train split
     grid = params["cfg_grid"]
-    assert data["best_cfg"] == grid[int(np.argmin([data["selection"][f"cfg={c:g}"]["fid"][-1] for c in grid]))]
+    best, digits_best = data["best_cfg"], params["digits_best_cfg"]
+    assert best == grid[int(np.argmin([data["selection"][f"cfg={c:g}"]["fid"][-1] for c in grid]))]
     digests = {d for chain in list(data["selection"].values()) + list(data["report"].values()) for d in chain["start_digest"]}
     assert len(digests) == 1  # one M0 behind every fine-tune
-    assert data["report"]["digits-best"]["settings"]["cfg_scale"] == params["digits_best_cfg"]
+    assert data["report"]["digits-best"]["settings"]["cfg_scale"] == digits_best
+
+    # preconditions recomputed from the recorded numbers
+    floor, cap = data["floors"]["fresh"]["fid"], data["blank_cap"]
+    assert cap > 2 * floor
+    chains = {f"cfg={c:g}": data["selection"][f"cfg={c:g}"] for c in grid} | data["report"]
+    for name, chain in chains.items():
+        blank = np.array(data["blank_share"][name])
+        assert np.array_equal(data["at_cap"][name], (np.array(chain["fid"]) >= 0.98 * cap) | (blank >= 0.5))
+    below_cap = {name: not np.any(data["at_cap"][name]) for name in chains}
+    m0 = data["m0"]  # the M0 bar of rdf_4_6, on M0's own held-out split: every claim's first precondition
+    m0_ok = m0["metrics"]["accuracy"] >= 0.85 and m0["metrics"]["fid"] <= 2 * m0["floor"]["fid"]
+    assert all(met(c, "M0 bar") == m0_ok for c in claims.values())
+    new_style = m0["vs_d0"]["fid"] >= 3 * floor
+    report = data["report"]
+    rate = {n: r["collapse_rate"] for n, r in report.items()}
+    fid_K = {n: r["fid"][-1] for n, r in report.items()}
+
+    differs = claims["RDF-4.best-cfg-differs-between-styles"]
+    assert met(differs, "a style new to M0") == new_style
+    resolved = not (best == digits_best and best in (min(grid), max(grid)))
+    assert met(differs, "optima the grid resolves") == resolved
+    assert differs["level"] == ("not testable" if not (m0_ok and new_style and resolved) else "held" if best != digits_best else "not held")
+    transfer = claims["RDF-4.best-cfg-does-not-transfer"]
+    assert met(transfer, "two different CFGs") == (best != digits_best)
+    assert best != digits_best or transfer["level"] == "not testable"  # never a setting compared with itself
+    below = claims["RDF-5.redifine-below-baseline-second-style"]
+    assert met(below, "iteration-1 bar (baseline)") == (report["baseline"]["fid"][0] <= 3 * floor)
+    assert met(below, "below the blank cap (baseline)") == below_cap["baseline"]
+    assert met(below, "baseline collapses") == (rate["baseline"] > 0)
+    close = claims["RDF-5.redifine-close-to-best-second-style"]
+    assert met(close, "below the blank cap (redifine)") == below_cap["redifine"]
+    halves = claims["RDF-5.each-half-weaker-second-style"]
+    values = {transfer["id"]: fid_K["digits-best"] - fid_K["best"], below["id"]: rate["redifine"] / max(rate["baseline"], 1e-9),
+              close["id"]: fid_K["redifine"] / fid_K["best"], halves["id"]: min(rate["cond-drop only"], rate["schedule only"]) - rate["redifine"]}
+    for claim in (transfer, below, close, halves):
+        interval = claim["comparison"]["interval"]
+        assert interval["estimate"] == pytest.approx(values[claim["id"]]) and interval["n"] == 1
+        assert interval["low"] is None and interval["high"] is None  # one seed: an unbounded t interval
+        failed = [p for p in claim["preconditions"] if not p["met"]]
+        assert claim["level"] == ("not testable" if failed else "inconclusive"), claim["id"]
     archive = load_sample_archive(data["samples_archive"])
     assert len(archive) == 1 + (len(grid) + len(data["report"])) * params["iterations"]
