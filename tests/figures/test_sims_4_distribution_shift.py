@@ -1,18 +1,34 @@
 """SIMS-4 at the smoke profile: the auxiliary set has the complement of the target share (by the classifier), the
-share and per-group FID are recorded for every (seed, w), and the archive labels mark the group."""
+share and per-group FID and KID are recorded for every (seed, w), the archive labels mark the group; the levels agree
+with the t intervals recomputed from the JSON's shares: fractions of the way against a margin of 0.5, and w = 0's share
+against the real set's within an equivalence margin of 0.05 (both one-sided bounds)."""
 
 import numpy as np
+from scipy import stats
 
 from madlib.data import load_sample_archive
+
+
+def t_interval(x):
+    x = np.asarray(x, float)
+    return stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
+
+
+def level(low, high, direction, margin):
+    if direction == "greater":
+        return "held" if low > margin else "not held" if high <= margin else "inconclusive"
+    return "held" if high < margin else "not held" if low >= margin else "inconclusive"
 
 
 def test_sims_4_distribution_shift(smoke_build):
     record, _ = smoke_build("sims_4_distribution_shift")
     assert record["experiments"] == ["SIMS-4"]
-    assert {c["id"] for c in record["claims"]} == {
+    claims = {c["id"]: c for c in record["claims"]}
+    assert set(claims) == {
         "SIMS-4.auxiliary-alone-has-the-auxiliary-share", "SIMS-4.base-has-the-base-share",
         "SIMS-4.share-moves-to-the-target", "SIMS-4.group-fid-bowl"}
     params, data = record["params"], record["data"]
+    assert record["scale"]["paper"] and record["scale"]["differences"]
     n, ws = params["n_seeds"], params["ws"]
     expected = round((1 - params["target_share"]) * params["n_synthetic"]) / params["n_synthetic"]
     np.testing.assert_allclose(data["auxiliary_set_share"], expected)  # the classifier relabels what it picked by
@@ -23,3 +39,40 @@ def test_sims_4_distribution_shift(smoke_build):
         for j, w in enumerate(ws):
             stored = archive[f"w={w:g}/seed={s}"]
             assert set(np.unique(stored.labels)) <= {0, 1}
+
+    j0, jm, j_max = ws.index(0.0), ws.index(-1.0), int(np.argmax(ws))
+    # w = 0 against the real set D, equivalence margin 0.05: |d| < 0.05 needs both bounds of the signed interval inside
+    base = claims["SIMS-4.base-has-the-base-share"]
+    low, high = t_interval(share[:, j0] - np.array(data["real_share"]))
+    iv = base["comparison"]["interval"]
+    assert np.isclose(iv["high"], max(high, -low)) and np.isclose(iv["low"], max(0.0, low, -high))
+    assert base["level"] == ("held" if -0.05 < low and high < 0.05 else "not held" if low >= 0.05 or high <= -0.05 else "inconclusive")
+    # w = -1: the fraction of the way from w = 0's share to the auxiliary set's, margin 0.5
+    aux = claims["SIMS-4.auxiliary-alone-has-the-auxiliary-share"]
+    gap = share[:, j0] - np.array(data["auxiliary_set_share"])
+    if np.all(np.abs(gap) >= 0.1):
+        low, high = t_interval((share[:, j0] - share[:, jm]) / gap)
+        assert np.isclose(aux["comparison"]["interval"]["low"], low) and aux["level"] == level(low, high, "greater", 0.5)
+    else:
+        assert aux["level"] == "not testable"
+    target = claims["SIMS-4.share-moves-to-the-target"]
+    gap = params["target_share"] - share[:, j0]
+    if np.all(gap >= 0.1):
+        low, high = t_interval((share[:, j_max] - share[:, j0]) / gap)
+        assert np.isclose(target["comparison"]["interval"]["low"], low) and target["level"] == level(low, high, "greater", 0.5)
+    else:
+        assert target["level"] == "not testable"
+    # the bowl reads KID on the second half of the latents at a w chosen on the first half; a missing group -> not testable
+    kid = {p: np.array(v, float) for p, v in data["group_kid"].items()}  # [2, S, W], null -> nan
+    assert all(k.shape == (2, n, len(ws)) for k in kid.values())
+    bowl = claims["SIMS-4.group-fid-bowl"]
+    inner = [j for j, w in enumerate(ws) if 0 < w < ws[j_max]]
+    if inner and all(np.isfinite(k).all() for k in kid.values()):
+        arms = []
+        for k in kid.values():
+            best = inner[int(np.argmin(k[0][:, inner].mean(0)))]
+            arms += [t_interval(k[1][:, e] - k[1][:, best]) for e in (j0, j_max)]
+        low, high = min(a[0] for a in arms), min(a[1] for a in arms)
+        assert np.isclose(bowl["comparison"]["interval"]["low"], low) and bowl["level"] == level(low, high, "greater", 0.0)
+    else:
+        assert bowl["level"] == "not testable"
