@@ -10,34 +10,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from madlib.data import load_sample_archive
 from madlib.figures import FigureRecord, Precondition, seed_spread, with_spread
 from madlib.metrics import total_variation
 
+from tests.figures.levels import check_level
+
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "casd_2_mismatched_support.ipynb"
 CLAIMS_CELL = "aedfb922"
 CASES = ("contains", "intersects", "inside")
-
-
-def t_level(values, direction, margin):
-    """The level and the 95% t interval over seeds of per-seed values against a margin, with scipy."""
-    x = np.asarray(values, float)
-    # seeds that agree exactly (a share of 0 in every seed) give a zero-width interval, as madlib.stats.seed_interval does
-    low, high = (x.mean(), x.mean()) if np.ptp(x) == 0 else stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
-    if direction == "greater":
-        return ("held" if low > margin else "not held" if high <= margin else "inconclusive"), low, high
-    return ("held" if high < margin else "not held" if low >= margin else "inconclusive"), low, high
-
-
-def check_level(claim, values, direction, margin, met):
-    """The claim reads not testable exactly when a recomputed precondition fails, else the recomputed interval's level."""
-    level, low, high = t_level(values, direction, margin)
-    assert claim["comparison"]["direction"] == direction and claim["comparison"]["margin"] == margin, claim["id"]
-    np.testing.assert_allclose([claim["comparison"]["interval"]["low"], claim["comparison"]["interval"]["high"]], [low, high])
-    assert [p["met"] for p in claim["preconditions"]] == met, claim["id"]
-    assert claim["level"] == (level if all(met) else "not testable"), claim["id"]
 
 
 def test_casd_2_mismatched_support(smoke_build):

@@ -5,18 +5,14 @@ chosen on the selection runs and read on the report runs, and the intervals reco
 import numpy as np
 from scipy import stats
 
+from tests.figures.levels import level
+
 
 def t_interval(x):
     x = np.asarray(x, float)
     if x.size < 2:
         return x.mean(), -np.inf, np.inf
     return (x.mean(), *stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x)))
-
-
-def level(low, high, direction, margin):
-    if direction == "greater":
-        return "held" if low > margin else "not held" if high <= margin else "inconclusive"
-    return "held" if high < margin else "not held" if low >= margin else "inconclusive"
 
 
 def bound(value):  # the JSON writes an unbounded side as null

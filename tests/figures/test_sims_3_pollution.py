@@ -4,18 +4,8 @@ each level, insensitivity is read only where standard training degrades, and the
 the paper's thresholds (the smoke shares are not, so it reads not testable)."""
 
 import numpy as np
-from scipy import stats
 
-
-def t_interval(x):
-    x = np.asarray(x, float)
-    return stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
-
-
-def level(low, high, direction, margin):
-    if direction == "greater":
-        return "held" if low > margin else "not held" if high <= margin else "inconclusive"
-    return "held" if high < margin else "not held" if low >= margin else "inconclusive"
+from tests.figures.levels import level, t_interval
 
 
 def test_sims_3_pollution(smoke_build):

@@ -4,20 +4,10 @@ with the t intervals recomputed from the JSON's shares: fractions of the way aga
 against the real set's within an equivalence margin of 0.05 (both one-sided bounds)."""
 
 import numpy as np
-from scipy import stats
 
 from madlib.data import load_sample_archive
 
-
-def t_interval(x):
-    x = np.asarray(x, float)
-    return stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
-
-
-def level(low, high, direction, margin):
-    if direction == "greater":
-        return "held" if low > margin else "not held" if high <= margin else "inconclusive"
-    return "held" if high < margin else "not held" if low >= margin else "inconclusive"
+from tests.figures.levels import level, t_interval
 
 
 def test_sims_4_distribution_shift(smoke_build):

@@ -4,18 +4,8 @@ full SIMS beats the base (else not testable), as shares of full SIMS's excess ov
 and the size claim agrees with the t intervals recomputed from the JSON's FIDs."""
 
 import numpy as np
-from scipy import stats
 
-
-def t_interval(x):
-    x = np.asarray(x, float)
-    return stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
-
-
-def level(low, high, direction, margin):
-    if direction == "greater":
-        return "held" if low > margin else "not held" if high <= margin else "inconclusive"
-    return "held" if high < margin else "not held" if low >= margin else "inconclusive"
+from tests.figures.levels import level, t_interval
 
 
 def test_sims_5_ablations(smoke_build):

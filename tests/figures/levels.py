@@ -1,0 +1,37 @@
+"""Verdict levels recomputed independently of madlib (scipy's t interval), for the figure smoke tests."""
+
+import numpy as np
+from scipy import stats
+
+
+def t_interval(values) -> tuple[float, float]:
+    """The 95% Student t interval of the mean of per-seed values: zero width when the seeds agree exactly (as
+    madlib.stats.seed_interval), unbounded for one seed."""
+    x = np.asarray(values, float)
+    if x.size < 2:
+        return -np.inf, np.inf
+    if np.ptp(x) == 0:
+        return x.mean(), x.mean()
+    return stats.t.interval(0.95, x.size - 1, loc=x.mean(), scale=stats.sem(x))
+
+
+def level(low, high, direction, margin) -> str:
+    """held / not held / inconclusive of an interval against a margin the claim says it is greater or less than."""
+    if direction == "greater":
+        return "held" if low > margin else "not held" if high <= margin else "inconclusive"
+    return "held" if high < margin else "not held" if low >= margin else "inconclusive"
+
+
+def t_level(values, direction, margin):
+    """(level, low, high) of per-seed values against a margin."""
+    low, high = t_interval(values)
+    return level(low, high, direction, margin), low, high
+
+
+def check_level(claim, values, direction, margin, met):
+    """The claim reads not testable exactly when a recomputed precondition fails, else the recomputed interval's level."""
+    expected, low, high = t_level(values, direction, margin)
+    assert claim["comparison"]["direction"] == direction and claim["comparison"]["margin"] == margin, claim["id"]
+    np.testing.assert_allclose([claim["comparison"]["interval"]["low"], claim["comparison"]["interval"]["high"]], [low, high])
+    assert [p["met"] for p in claim["preconditions"]] == met, claim["id"]
+    assert claim["level"] == (expected if all(met) else "not testable"), claim["id"]
