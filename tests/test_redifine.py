@@ -1,5 +1,7 @@
 """ReDiFine's Chain of Diffusion (madlib.methods.redifine): Eq. 1 fine-tunes from M_0, the unconditional branch
-without condition dropout, the CFG schedule's end points, one image per prompt, the M_0 cache, the trait fit."""
+without condition dropout, the CFG schedule's end points, one image per prompt, the M_0 cache, the trait fit; the
+claim readouts and preconditions the ReDiFine figures share (the blank cap, blank shares, the M_0 and iteration-1
+bars, image readouts) against constructed cases with known answers."""
 
 import math
 
@@ -10,10 +12,11 @@ import torch
 from madlib.diffusion.guidance import cfg_scale_from_w, guided_prediction
 from madlib.diffusion.samplers import euler_ancestral_sampler
 from madlib.diffusion.schedules import edm_sigma_steps
-from madlib.metrics import collapse_rate, load_lenet
-from madlib.methods.redifine import (BranchedDenoiser, balanced_subset, cfg_schedule, chain_of_diffusion,
-                                     finetune_from_m0, fit_truncation_ratios, generate_one_per_prompt, pretrain_m0,
-                                     weights_digest)
+from madlib.metrics import collapse_rate, image_metrics, lenet_features, load_lenet
+from madlib.methods.redifine import (BranchedDenoiser, ChainResult, balanced_subset, below_cap, blank_cap, blank_share,
+                                     cfg_schedule, chain_of_diffusion, collapses, finetune_from_m0,
+                                     fit_truncation_ratios, generate_one_per_prompt, iteration_one_bar, m0_bar,
+                                     m0_quality, pretrain_m0, seed_readouts, weights_digest)
 from madlib.theory.traits import trait_recursion
 
 TINY = dict(dataset="digits", image_size=8, base_channels=8, images_seen=256, batch_size=32, warmup=0)
@@ -148,3 +151,151 @@ def test_trait_fit_recovers_the_direction_and_trajectory_of_a_known_truncation()
         assert np.sign(fit.r1 - fit.r2) == np.sign(pair[0] - pair[1])
     with pytest.raises(ValueError, match="measured_mean"):
         fit_truncation_ratios([0.0])
+
+
+# ------------------------------------------------------------------ claim readouts and preconditions
+def _chain(sets, fid) -> ChainResult:
+    """A ChainResult holding only what the readouts read: D_0..D_K ``sets`` and FID_1..FID_K ``fid``."""
+    K, n = len(sets) - 1, len(sets[0])
+    return ChainResult(fid=np.asarray(fid, float), accuracy=np.zeros(K), collapse_rate=0.0, sets=list(sets),
+                       prompts=torch.zeros(n, dtype=torch.long), diff_norm=np.zeros((K, 2)),
+                       phenotype=np.zeros((K + 1, n)), radial=np.ones((K + 1, 2)), radial_freq=np.ones(2),
+                       histogram=np.zeros((K + 1, 32)), start_digest=[], end_digest=[], seconds={})
+
+
+def _noise(n, seed=0, size=8):
+    return torch.as_tensor(np.random.default_rng(seed).integers(0, 256, (n, 1, size, size)), dtype=torch.uint8)
+
+
+def _half_blank(n, value=255, seed=0):
+    """n images, the first half (n // 2) constant ``value``, the rest noise."""
+    images = _noise(n, seed)
+    images[: n // 2] = value
+    return images
+
+
+def test_blank_share_counts_images_without_spread():
+    images = _noise(10, seed=1)
+    images[0], images[1], images[2] = 0, 128, 255  # constant images
+    images[3] = 40
+    images[3, 0, 0, 0] = 41  # one grey level in one pixel: sd 0.125, still blank
+    sd = images.numpy().reshape(10, -1).astype(float).std(axis=1, ddof=1)
+    assert blank_share(images) == pytest.approx(np.mean(sd < 1)) == pytest.approx(0.4)
+    assert blank_share(torch.full((5, 1, 8, 8), 7, dtype=torch.uint8)) == 1.0
+    assert blank_share(_noise(5)) == 0.0
+
+
+def test_blank_cap_is_the_closed_form_fid_of_an_all_white_set(d0, lenet):
+    images, labels = d0
+    cap = blank_cap(images, labels, lenet)
+    # every all-white image has the same features: its covariance is 0, so FID = |mu_white - mu_0|^2 + tr(S_0)
+    white = lenet_features(torch.full_like(images, 255), lenet).double().numpy()
+    real = lenet_features(images, lenet).double().numpy()
+    expected = np.sum((white.mean(0) - real.mean(0)) ** 2) + np.trace(np.cov(real, rowvar=False))
+    assert np.allclose(white, white[0], atol=1e-5)
+    assert cap == pytest.approx(expected, rel=1e-3)
+    # a chain whose D_K is the all-white set reads the cap: at the cap by its FID and by its blank share
+    chain = _chain([images, images, torch.full_like(images, 255)], [5.0, cap])
+    assert chain.blank_shares().tolist() == [0.0, 0.0, 1.0]
+    assert chain.at_cap(cap).tolist() == [False, True]
+    assert chain.at_cap(10 * cap).tolist() == [False, True]  # blank, whatever the cap
+
+
+def test_at_cap_reads_fid_within_tol_of_the_cap_or_half_the_images_blank():
+    four_of_nine = torch.cat([torch.zeros(4, 1, 8, 8, dtype=torch.uint8), _noise(5, 9)])
+    sets = [_noise(10, s) for s in range(4)] + [_half_blank(10), four_of_nine]
+    chain = _chain(sets[:5], [10.0, 97.9, 98.0, 50.0])  # cap 100: 98 is within 2%, 97.9 not; D_4 half blank
+    assert chain.blank_shares().tolist() == [0.0, 0.0, 0.0, 0.0, 0.5]
+    assert chain.at_cap(100.0).tolist() == [False, False, True, True]
+    assert chain.at_cap(100.0, tol=0.025).tolist() == [False, True, True, True]
+    assert chain.at_cap(100.0, blank=0.6).tolist() == [False, False, True, False]
+    short = _chain(sets[:4] + [sets[5]], [10.0, 20.0, 30.0, 40.0])  # 4 of 9 blank: below half
+    assert short.at_cap(100.0).tolist() == [False] * 4
+
+
+def test_readouts_of_known_sets():
+    noise = _noise(6, seed=2)
+    white = torch.full((6, 1, 8, 8), 255, dtype=torch.uint8)
+    checker = torch.as_tensor(((np.add.outer(np.arange(8), np.arange(8)) % 2) * 255).astype(np.uint8))
+    checker = checker.expand(6, 1, 8, 8)
+    chain = _chain([noise, white, checker], [30.0, 50.0])  # D_1 blank (at the cap), D_2 not
+    out = chain.readouts(cap=100.0)
+    assert list(out) == ["power_above_0.25", "pixel_sd", "extreme_share", "blank_share", "at_cap"]
+    # power above r = 0.25: a constant image has only DC; a checkerboard of 0 and 1 puts all its non-DC power at the
+    # Nyquist corner (r = 0.71), by Parseval sum x^2 - (sum x)^2 / 64 = 32 - 16 = 16
+    x = noise.double().numpy()[:, 0] / 255
+    f = np.fft.fftshift(np.fft.fft2(x, norm="ortho"), axes=(-2, -1))
+    r = np.hypot(*np.meshgrid(np.fft.fftshift(np.fft.fftfreq(8)), np.fft.fftshift(np.fft.fftfreq(8)), indexing="ij"))
+    noise_power = float(((np.abs(f) ** 2) * (r > 0.25)).sum((-2, -1)).mean())
+    np.testing.assert_allclose(out["power_above_0.25"], [noise_power, 0.0, 16.0], rtol=1e-9, atol=1e-9)
+    # the checkerboards: 384 pixels, half 0, half 255
+    noise_sd = noise.numpy().astype(float).std(ddof=1)
+    np.testing.assert_allclose(out["pixel_sd"], [noise_sd, 0.0, 127.5 * np.sqrt(384 / 383)])
+    raw = noise.numpy()
+    assert out["extreme_share"].tolist() == [float(np.mean((raw <= 7) | (raw >= 248))), 1.0, 1.0]
+    assert out["blank_share"].tolist() == [0.0, 1.0, 0.0]
+    assert out["at_cap"].tolist() == [True, False]
+    assert "at_cap" not in chain.readouts()
+    # over seeds: rows are the chains, seeds leading
+    other = _chain([noise, noise, white], [30.0, 40.0])
+    stacked = seed_readouts([chain, other], cap=100.0)
+    assert stacked["pixel_sd"].shape == (2, 3) and stacked["at_cap"].shape == (2, 2)
+    for key, value in other.readouts(cap=100.0).items():
+        np.testing.assert_array_equal(stacked[key][1], value)
+
+
+def test_m0_quality_is_m0s_cfg_1_samples_against_its_held_out_split(m0, lenet):
+    _, prompts, _ = balanced_subset("digits", 20, image_size=8, seed=5)
+    samples, metrics, floor = m0_quality(m0.net, prompts, lenet, dataset="digits", image_size=8, steps=4, seed=2, n=30)
+    again, _ = generate_one_per_prompt(m0.net, prompts, weight=cfg_schedule(cfg_scale=1.0), steps=4, seed=2)
+    assert torch.equal(samples, again)
+    from madlib.data import load_images
+
+    test, test_labels = load_images("digits", "test", size=8, dtype="uint8")
+    assert metrics == image_metrics(samples, prompts, test, test_labels, lenet)
+    assert floor["n_fake"] == 30 and floor["n_real"] == len(test_labels)
+
+
+def test_m0_bar_is_met_by_an_accurate_model_near_its_floor():
+    floor = {"fid": 3.0}
+    ok = m0_bar({"accuracy": 0.85, "fid": 6.0}, floor)  # both edges count as met
+    assert ok.met and ok.name == "M0 bar"
+    assert ok.measured == {"accuracy": 0.85, "fid": 6.0, "accuracy_min": 0.85, "fid_max": 6.0}
+    assert ok.requirement == ("M0's CFG-1 samples: accuracy >= 0.85 and FID <= 2 x the real-vs-real floor on its "
+                              "held-out split")
+    assert not m0_bar({"accuracy": 0.84, "fid": 4.0}, floor).met
+    assert not m0_bar({"accuracy": 0.99, "fid": 6.01}, floor).met
+    assert m0_bar({"accuracy": 0.8, "fid": 8.0}, floor, accuracy_min=0.75, fid_factor=3).met
+
+
+def test_iteration_one_bar_reads_fid_1_or_its_mean_over_seeds():
+    one = iteration_one_bar("baseline", 9.0, 3.0)
+    assert one.met and one.name == "iteration-1 bar (baseline)" and one.measured == {"fid_1": 9.0, "floor": 3.0}
+    assert one.requirement == "FID_1 <= 3 x the real-vs-real floor (9.0): the first fine-tune is a usable model"
+    assert not iteration_one_bar("baseline", 9.01, 3.0).met
+    seeds = iteration_one_bar("best", np.array([7.0, 11.0]), 3.0)  # mean 9: met, though one seed is above the bar
+    assert seeds.met and seeds.requirement.startswith("mean over seeds of FID_1 <= 3 x")
+    assert not iteration_one_bar("best", np.array([9.0, 11.0]), 3.0).met
+    assert not iteration_one_bar("best", 9.0, 3.0, k=2).met
+
+
+def test_below_cap_fails_when_any_seed_reaches_the_cap():
+    sets = [_noise(10, s) for s in range(3)]
+    low, high = _chain(sets, [10.0, 20.0]), _chain(sets, [30.0, 99.0])
+    blank = _chain(sets[:2] + [_half_blank(10)], [10.0, 20.0])
+    one = below_cap("baseline", low, 100.0)
+    assert one.met and one.name == "below the blank cap (baseline)"
+    assert one.requirement.startswith("no D_k (k = 1..K) within 2% of the blank cap (FID 100.0, an all-white set")
+    assert one.measured == {"fid_max": 20.0, "blank_share_max": 0.0, "cap": 100.0}
+    seeds = below_cap("best", [low, high], 100.0)
+    assert not seeds.met and "of any seed within 2%" in seeds.requirement
+    assert seeds.measured["fid_max"] == 99.0
+    assert not below_cap("x", blank, 100.0).met and below_cap("x", blank, 100.0).measured["blank_share_max"] == 0.5
+    assert below_cap("x", [low, high], 100.0, tol=0.005).met
+
+
+def test_collapses_needs_a_positive_rate_in_every_seed():
+    assert collapses("baseline", 0.3).met and not collapses("baseline", 0.0).met
+    seeds = collapses("baseline", np.array([0.5, -0.1]))
+    assert not seeds.met and seeds.name == "baseline collapses" and "in every seed" in seeds.requirement
+    assert collapses("baseline", np.array([0.5, 0.1])).met

@@ -46,6 +46,14 @@ between the conditional and unconditional noise predictions per sampling step, |
 radial power spectrum (Fig. 39a; :func:`madlib.metrics.radial_power_spectrum`); pixel-intensity
 histograms in place of Fig. 38a's latent histograms; ReDiFine's high-frequency phenotype (App. D.2.1).
 
+Claim readouts and preconditions (project choices shared by the ReDiFine figures): :func:`m0_quality` and
+:func:`m0_bar` (M_0's CFG-1 samples: accuracy >= 0.85 and FID <= 2 x the real-vs-real floor on its held-out split);
+:func:`iteration_one_bar` (FID_1 <= 3 x the floor: the first fine-tune is usable); the blank cap (:func:`blank_cap`:
+the FID of an all-white set against D_0, where high-CFG chains end), :meth:`ChainResult.at_cap` (FID_k within 2% of
+it, or half of D_k blank, :func:`blank_share`) and :func:`below_cap`; :func:`collapses` (a positive rate before a
+ratio to it); :meth:`ChainResult.readouts` (power above radial frequency 0.25, pixel sd, extreme-pixel and blank
+shares of D_0..D_K; :func:`seed_readouts` stacks them over seeds).
+
 Trait fit (Sec. 4.2, Fig. 4b; :func:`fit_truncation_ratios`): the per-image phenotype is the share of power
 above tau = 0.02 (:func:`madlib.metrics.high_frequency_power` with ``relative=True``; at 14x14 every
 non-zero frequency has r >= 1/14 > tau, so this is 1 - (DC power / total power)), standardised by D_0's
@@ -79,17 +87,21 @@ from madlib.diffusion.losses import EDMPrecond
 from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
+from madlib.figures.verdicts import Precondition
 
 __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIGMA_RATIO", "PretrainedM0",
            "FinetunedModel", "BranchedDenoiser", "ChainResult", "TraitFit", "pretrain_m0", "m0_cache_path",
            "finetune_from_m0", "cfg_schedule", "generate_one_per_prompt", "chain_of_diffusion", "weights_digest",
-           "standardised_phenotype", "fit_truncation_ratios", "balanced_subset", "real_floors", "saturated_share"]
+           "standardised_phenotype", "fit_truncation_ratios", "balanced_subset", "real_floors", "saturated_share",
+           "BLANK_SD", "blank_share", "blank_cap", "seed_readouts", "m0_quality", "m0_bar", "iteration_one_bar",
+           "collapses", "below_cap"]
 
 PIXEL_RANGE = core.PIXEL_RANGE  # 0..255 maps linearly onto [-1, 1]
 SCHEDULES = ("constant", "exponential", "linear")  # CFG scale over the sampling steps (ReDiFine Sec. 5, App. F.2)
 METHODS = ("lora", "full")  # how M_0 is fine-tuned
 UNTRAINED_UNCOND = ("m0", "shared")  # the unconditional branch when condition dropout is 0 (module docstring)
 PAPER_SIGMA_RATIO = 0.25 / 0.056  # sigma_E / sigma_G,0 of ReDiFine App. D.2.2
+BLANK_SD = 1.0  # an image whose pixel standard deviation is below one grey level is blank (:func:`blank_share`)
 
 
 # --------------------------------------------------------------------------------------------------- M_0
@@ -405,10 +417,129 @@ class ChainResult:
         floor = floor_share * float(np.mean(self.radial[0]))
         return float(np.nanmean(np.abs(np.log((self.radial[-1] + floor) / (self.radial[0] + floor)))))
 
+    def blank_shares(self) -> np.ndarray:
+        """[K+1] the share of blank images (:func:`blank_share`) of D_0..D_K."""
+        return np.array([blank_share(s) for s in self.sets])
+
+    def at_cap(self, cap: float, tol: float = 0.02, blank: float = 0.5) -> np.ndarray:
+        # project readout: a saturated chain ends in blank images, whose FID against D_0 (the cap) pins FID_k
+        """[K] bool: whether D_k (k = 1..K) is at the blank cap ``cap`` (:func:`blank_cap`), i.e. FID_k >= (1 - ``tol``)
+        x cap (within 2% of it by default) or a share >= ``blank`` of its images blank (half by default). At the cap
+        FID reads the cap, not the chain."""
+        return (self.fid >= (1 - tol) * cap) | (self.blank_shares()[1:] >= blank)
+
+    def readouts(self, cap: float | None = None) -> dict:
+        # ReDiFine Sec. 3.2 Obs. 3, App. G (project readouts): blur, saturation and blank sets without the phenotype
+        """Image readouts of D_0..D_K, each [K+1]: ``power_above_0.25`` (mean absolute power above radial frequency
+        0.25, :func:`madlib.metrics.high_frequency_power`: fine detail, which blur removes), ``pixel_sd`` (pixel
+        standard deviation over the whole set), ``extreme_share`` (:func:`saturated_share`: pixels within 7 grey
+        levels of black or white), ``blank_share`` (:meth:`blank_shares`); with ``cap`` also ``at_cap`` [K]
+        (:meth:`at_cap`)."""
+        from madlib.metrics.spectra import high_frequency_power
+
+        out = {"power_above_0.25": np.array([float(high_frequency_power(s, tau=0.25).mean()) for s in self.sets]),
+               "pixel_sd": np.array([float(s.double().std()) for s in self.sets]),
+               "extreme_share": np.array([saturated_share(s) for s in self.sets]),
+               "blank_share": self.blank_shares()}
+        return out if cap is None else out | {"at_cap": self.at_cap(cap)}
+
+
+def seed_readouts(chains, cap: float | None = None) -> dict:
+    """:meth:`ChainResult.readouts` of one setting's chains (one per seed, the same K) stacked with seeds leading:
+    each readout [S, K+1], ``at_cap`` [S, K]."""
+    per_seed = [c.readouts(cap) for c in chains]
+    return {key: np.stack([r[key] for r in per_seed]) for key in per_seed[0]}
+
 
 def saturated_share(images: torch.Tensor, margin: int = 7) -> float:
     """Share of uint8 pixels within ``margin`` grey levels of black or white: how far CFG pushed samples to the ends."""
     return float(((images <= margin) | (images >= 255 - margin)).double().mean())
+
+
+def blank_share(images: torch.Tensor, sd: float = BLANK_SD) -> float:
+    """Share of the images [N, C, H, W] (uint8) whose pixel standard deviation (over C, H, W) is below ``sd`` grey
+    levels: blank images (all one value), which have no detail and no spread."""
+    return float((images.flatten(1).double().std(1) < sd).double().mean())
+
+
+def blank_cap(d0_images: torch.Tensor, prompts: torch.Tensor, lenet) -> float:
+    # project readout: the FID a saturated chain ends at, whatever its collapse
+    """The blank cap: FID (:func:`madlib.metrics.image_metrics`) of an all-white set (every pixel 255, D_0's shape
+    and prompts) against D_0 [N, C, H, W] with its ``prompts`` [N]. High-CFG chains end in all-white images; a chain
+    whose FID_k sits at this value reads the cap, not its collapse (:meth:`ChainResult.at_cap`)."""
+    from madlib.metrics.images import image_metrics
+
+    return image_metrics(torch.full_like(d0_images, 255), prompts, d0_images, prompts, lenet)["fid"]
+
+
+def m0_quality(m0_net: nn.Module, prompts: torch.Tensor, lenet, *, dataset: str, image_size: int, steps: int,
+               seed: int, n: int) -> tuple[torch.Tensor, dict, dict]:
+    # project bar (issue 13): M_0 must be a good model of its own data before a chain is read
+    """M_0 before any chain: (samples, metrics, floor). ``samples``: its plain conditional samples (CFG 1, one per
+    prompt of ``prompts`` [N], Euler-ancestral with ``steps`` steps, seed ``seed``); ``metrics``: their
+    :func:`madlib.metrics.image_metrics` against ``dataset``'s held-out split at ``image_size``; ``floor``: the
+    real-vs-real floor there, ``n`` training images (drawn with seed + 7) against the same held-out split."""
+    from madlib.metrics.images import image_metrics
+
+    test, test_labels = load_images(dataset, "test", size=image_size, dtype="uint8")
+    train, train_labels = load_images(dataset, "train", size=image_size, dtype="uint8")
+    samples, _ = generate_one_per_prompt(m0_net, prompts, weight=cfg_schedule(cfg_scale=1.0), steps=steps, seed=seed)
+    metrics = image_metrics(samples, prompts, test, test_labels, lenet)
+    pick = torch.as_tensor(np.random.default_rng(seed + 7).choice(len(train_labels), n, replace=False))
+    floor = image_metrics(train[pick], train_labels[pick], test, test_labels, lenet)
+    return samples, metrics, floor
+
+
+def m0_bar(m0_metrics: dict, m0_floor: dict, *, accuracy_min: float = 0.85, fid_factor: float = 2.0) -> Precondition:
+    # project bar (issue 13), the first precondition of every ReDiFine claim
+    """The M_0 bar: M_0's CFG-1 samples (``m0_metrics``, :func:`m0_quality`) reach accuracy >= ``accuracy_min`` and
+    FID <= ``fid_factor`` x the real-vs-real floor (``m0_floor["fid"]``) on its held-out split. ``measured`` holds
+    the accuracy and FID beside the bar (``accuracy_min``, ``fid_max``)."""
+    fid_max = fid_factor * m0_floor["fid"]
+    return Precondition("M0 bar", f"M0's CFG-1 samples: accuracy >= {accuracy_min:g} and FID <= {fid_factor:g} x the "
+                        "real-vs-real floor on its held-out split",
+                        met=m0_metrics["accuracy"] >= accuracy_min and m0_metrics["fid"] <= fid_max,
+                        measured={"accuracy": m0_metrics["accuracy"], "fid": m0_metrics["fid"],
+                                  "accuracy_min": accuracy_min, "fid_max": fid_max})
+
+
+def iteration_one_bar(name: str, fid_1, floor: float, k: float = 3) -> Precondition:
+    # project bar: a chain's collapse is read only when its first fine-tune is a usable model
+    """The iteration-1 bar of chain ``name``: FID_1 <= ``k`` x the real-vs-real ``floor``. ``fid_1``: FID_1 of one
+    chain (a number), or of one chain per seed ([S]: the bar reads their mean)."""
+    per_seed = np.ndim(fid_1) > 0
+    value = np.asarray(fid_1).mean() if per_seed else fid_1
+    return Precondition(f"iteration-1 bar ({name})",
+                        f"{'mean over seeds of ' if per_seed else ''}FID_1 <= {k:g} x the real-vs-real floor "
+                        f"({k * floor:.1f}): the first fine-tune is a usable model",
+                        met=value <= k * floor, measured={"fid_1": fid_1, "floor": floor})
+
+
+def collapses(name: str, rate) -> Precondition:
+    # project precondition: a ratio to a collapse rate means nothing unless that rate is positive
+    """Chain ``name`` collapses: its collapse rate (Eq. 3) > 0. ``rate``: one chain's (a number), or one per seed
+    ([S]: every seed must collapse)."""
+    per_seed = np.ndim(rate) > 0
+    return Precondition(f"{name} collapses", f"the {name}'s collapse rate > 0{' in every seed' if per_seed else ''} "
+                        "(a ratio to a rate that is not positive means nothing)",
+                        met=bool(np.all(np.asarray(rate) > 0)), measured={"collapse_rate": rate})
+
+
+def below_cap(name: str, chains, cap: float, *, tol: float = 0.02, blank: float = 0.5) -> Precondition:
+    # project precondition: rates, ratios and spectra are read only on chains that never reach the blank cap
+    """Chain ``name`` never reaches the blank cap ``cap`` (:func:`blank_cap`): no D_k (k = 1..K) is at the cap
+    (:meth:`ChainResult.at_cap` with ``tol`` and ``blank``). ``chains``: one :class:`ChainResult`, or a list of them
+    (one per seed: no seed may reach it). ``measured``: the largest FID_k and blank share of D_1..D_K, and the cap."""
+    per_seed = not isinstance(chains, ChainResult)
+    runs = list(chains) if per_seed else [chains]
+    capped = any(bool(np.any(r.at_cap(cap, tol, blank))) for r in runs)
+    half = "half" if blank == 0.5 else f"{blank:.0%}"
+    return Precondition(f"below the blank cap ({name})",
+                        f"no D_k (k = 1..K){' of any seed' if per_seed else ''} within {tol:.0%} of the blank cap "
+                        f"(FID {cap:.1f}, an all-white set against D_0) or {half} blank: at the cap FID reads the cap, "
+                        "not the chain", met=not capped,
+                        measured={"fid_max": np.max([r.fid.max() for r in runs]),
+                                  "blank_share_max": np.max([r.blank_shares()[1:].max() for r in runs]), "cap": cap})
 
 
 def balanced_subset(dataset: str, n: int, *, split: str = "train", image_size: int = 14, seed: int = 0,
