@@ -35,3 +35,17 @@ def check_level(claim, values, direction, margin, met):
     np.testing.assert_allclose([claim["comparison"]["interval"]["low"], claim["comparison"]["interval"]["high"]], [low, high])
     assert [p["met"] for p in claim["preconditions"]] == met, claim["id"]
     assert claim["level"] == (expected if all(met) else "not testable"), claim["id"]
+
+
+def run_claims_cell(notebook, cell_id: str, namespace: dict, experiments=("MAD-1",)):
+    """Run one notebook cell (its claims) on constructed numbers; returns {id: claim} of the record it fills."""
+    import json
+
+    import madlib.figures as figures
+    from madlib.figures import FigureRecord
+
+    nb = json.loads(notebook.read_text())
+    source = "".join(next(c for c in nb["cells"] if c.get("id") == cell_id)["source"])
+    record = FigureRecord(name="constructed", experiments=list(experiments), profile="custom", params={}, seed=0, scale={})
+    exec(source, {"np": np, **{k: getattr(figures, k) for k in figures.__all__}, "record": record, **namespace})
+    return {c.id: c for c in record.claims}

@@ -42,3 +42,20 @@ def test_mad_12_mnist_augmentation(smoke_build):
     stored = load_image_set(store / "augmentation_lam_1" / f"seed_{seeds[0]}" / f"gen_{T:03d}_eval.npz")
     assert shown.images.shape[0] == min(params["archive_per_set"], stored.images.shape[0])
     assert set(shown.labels) == set(stored.labels)  # every class kept
+
+
+def test_best_lambda_needs_a_grid_around_it():
+    """With lambda in {1, 0.8}, "0.8 is best" only repeats "0.8 beats 1" (the old reading held it on that); it now
+    reads not testable, and with a grid around 0.8 the comparison with the best other lambda decides."""
+    from tests.figures.levels import run_claims_cell
+
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "mad_12_mnist_augmentation.ipynb"
+    fid = {1.0: [[3.0, 9.0], [3.1, 9.5], [3.0, 9.2]], 0.8: [[3.0, 6.0], [3.1, 6.2], [3.0, 6.1]], 0.6: [[3.0, 8.0], [3.1, 8.3], [3.0, 8.1]]}
+    metrics = {f"augmentation, lambda = {lam:g}": {"fid": np.array(v), "precision": np.full((3, 2), 0.8),
+                                                   "recall": np.full((3, 2), 0.8)} for lam, v in fid.items()}
+    namespace = dict(metrics=metrics, compare_fully_synthetic=False, floor={"fid": 1.7, "precision": 0.96, "recall": 0.94},
+                     gen1={"fid": {"mean": 3.03}, "accuracy": {"mean": 0.9}}, gen1_bar={"accuracy_min": 0.85, "fid_max": 3.4})
+    claims = run_claims_cell(notebook, "m12-claims", {**namespace, "lam_values": [1.0, 0.8]}, ("MAD-12",))
+    assert claims["MAD-12.lambda-0.8-best"].level == "not testable"
+    claims = run_claims_cell(notebook, "m12-claims", {**namespace, "lam_values": [1.0, 0.8, 0.6]}, ("MAD-12",))
+    assert claims["MAD-12.lambda-0.8-best"].level == "held"

@@ -40,3 +40,25 @@ def test_mad_13_wgan_mnist(smoke_build):
     assert len(archive) == runs * generations
     stored = archive[f"run=1/gen={generations}"]
     assert stored.images.dtype == np.uint8 and len(stored.images) == min(params["archive_per_set"], params["eval_samples"])
+
+
+def test_a_loop_read_on_a_model_short_of_its_bar_is_not_testable():
+    """Before the levels, "FID rises in every run" read held on a generation 1 far above the bar (FID 10.6 against a
+    3x-floor bar of 9.9 at 500 samples); now the bar gates the loop claims, and a met bar leaves them to the interval."""
+    from pathlib import Path
+
+    from tests.figures.levels import run_claims_cell
+
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "mad_13_wgan_mnist.ipynb"
+    fid = np.array([[10.6, 20.0, 30.0], [10.2, 21.0, 33.0], [10.9, 19.0, 29.0]])  # [runs, generations], rising in every run
+    metrics = {"fid": fid, "precision": np.full((3, 3), 0.7), "recall": np.full((3, 3), 0.8), "confidence": np.full((3, 3), 0.9)}
+    namespace = dict(metrics=metrics, generations=3, floor={"fid": 3.3, "precision": 0.96, "recall": 0.95, "confidence": 0.93},
+                     gen1_bar={"fid_max": 9.9, "confidence_min": 0.84},
+                     gen1={k: {"mean": float(v[:, 0].mean()), "std": float(v[:, 0].std(ddof=1))} for k, v in metrics.items()})
+    claims = run_claims_cell(notebook, "m13-claims", namespace, ("MAD-13",))
+    assert claims["MAD-13.generation-1-bar"].level == "not held"
+    assert claims["MAD-13.fid-rises"].level == "not testable"
+    namespace["gen1_bar"] = {"fid_max": 11.0, "confidence_min": 0.84}  # the same loop on a model that meets its bar
+    claims = run_claims_cell(notebook, "m13-claims", namespace, ("MAD-13",))
+    assert claims["MAD-13.fid-rises"].level == "held"
+    assert claims["MAD-13.precision-falls"].level == "not held"  # no change in any run: the interval [0, 0] is not below 0

@@ -45,3 +45,24 @@ def test_mad_9_11_mnist_fully_synthetic(smoke_build):
     assert sorted(archive) == sorted(f"lam={lam:g}/seed={s}/gen={t}" for lam in params["lam_values"] for s in seeds
                                      for t in range(1, T + 1))
     assert all(v.images.dtype == np.uint8 and len(v.labels) == params["archive_per_set"] for v in archive.values())
+
+
+def test_one_seed_against_the_others_reads_inconclusive_and_a_weak_bar_not_testable():
+    """Before the levels a claim held only when every seed agreed: two seeds with a clear rise and one flat seed read
+    "not held". Now the t interval over seeds decides (here it straddles 0: inconclusive), and a generation 1 above
+    its bar makes every loop claim not testable."""
+    from tests.figures.levels import run_claims_cell
+
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "mad_9_11_mnist_fully_synthetic.ipynb"
+    g = np.array([[3.0, 3.2], [3.1, 9.0], [3.0, 12.0]])  # [seeds, generations]: one seed flat, two rising
+    base = {"fid": g, "precision": np.full((3, 2), 0.8), "recall": np.full((3, 2), 0.8), "accuracy": np.full((3, 2), 0.9)}
+    metrics = {1.0: base, 0.8: base}
+    namespace = dict(metrics=metrics, lam_values=[1.0, 0.8], floor={"fid": 1.7, "precision": 0.96, "recall": 0.94, "accuracy": 0.98},
+                     gen1={k: {"mean": float(v[:, 0].mean())} for k, v in base.items()}, gen1_bar={"accuracy_min": 0.85, "fid_max": 3.4},
+                     dispersion={1.0: np.ones((3, 2)), 0.8: np.ones((3, 2))}, real_dispersion=1.0)
+    claims = run_claims_cell(notebook, "m9-claims", namespace, ("MAD-9", "MAD-10", "MAD-11"))
+    assert claims["MAD-9.generation-1-bar"].level == "held"
+    assert claims["MAD-9.fid-rises"].level == "inconclusive"
+    namespace["gen1_bar"] = {"accuracy_min": 0.85, "fid_max": 2.0}
+    claims = run_claims_cell(notebook, "m9-claims", namespace, ("MAD-9", "MAD-10", "MAD-11"))
+    assert {c.level for cid, c in claims.items() if cid != "MAD-9.generation-1-bar"} == {"not testable"}
