@@ -365,3 +365,13 @@ def test_ctrl_c_kills_real_kernels_of_both_lanes(tmp_path, cores):
                 os.kill(pid, 0)
                 time.sleep(0.1)
     assert runner._KERNELS == {}
+
+
+def test_the_estimate_line_says_the_threads_the_kernels_get(monkeypatch):
+    # a user's OMP_NUM_THREADS=1 wins over a lane's share of 2: the line must say 1, as the kernels get
+    from madlib.figures.runner import lane_environment
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert lane_environment(1, 1, 2)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert lane_environment(1, 1, 2)["OMP_NUM_THREADS"] == "2"

@@ -645,7 +645,7 @@ def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str |
     lanes = min(jobs, len(plans)) if executor == "local" else None
     folders = list(dict.fromkeys([out, default_out_dir(), default_out_dir() / "paper"]))
     estimate = estimate_build(plans, folders, profile=plans[0][1]["profile"] if plans else profile, lanes=lanes,
-                              threads=lane_threads(jobs, cores) if lanes else None,
+                              threads=int(lane_environment(jobs, lanes, cores)["OMP_NUM_THREADS"]) if lanes else None,
                               gflops=None if quiet else _probe_here)
     if not quiet and plans:
         print("\n".join(estimate.lines()), file=stream, flush=True)
