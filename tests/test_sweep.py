@@ -122,7 +122,7 @@ def test_build_through_ray_collects_figures_and_names_failures(ray_session, tmp_
         results = build(profile="smoke", out_dir=tmp_path / "out", executed_dir=tmp_path / "exec", manifest=manifest,
                         stream=stream, executor="ray")
     assert [(r.name, r.ok) for r in results] == [("bad", False), ("good", True)]
-    assert "raised RuntimeError: boom" in results[0].message and "1/1 claims held" in results[1].message
+    assert "raised RuntimeError: boom" in results[0].message and "claims 1/1 held" in results[1].message
     record = json.loads((tmp_path / "out" / "good.json").read_text())
     assert record["job"]["executor"] == "ray" and record["job"]["attempts"] == 1
     assert "good" in (tmp_path / "out" / "CLAIMS.md").read_text()

@@ -19,7 +19,7 @@ from typing import Any, Iterable, TextIO
 from madlib.figures.gallery import write_gallery_after_build
 from madlib.figures.manifest import RUNNER_OWNED, RUNNER_PARAMETERS, FigureEntry, load_manifest
 from madlib.figures.params import ParameterError, notebook_parameters, resolve_parameters
-from madlib.figures.record import atomic_write_text, default_out_dir, repo_root, write_claims_summary
+from madlib.figures.record import atomic_write_text, default_out_dir, level_counts, repo_root, write_claims_summary
 from madlib.machine import LANES_ENV, matmul_gflops, usable_cores
 
 
@@ -79,7 +79,7 @@ def _claims_line(json_path: Path) -> str:
     if not json_path.exists():
         return "no JSON written"
     claims = json.loads(json_path.read_text()).get("claims", [])
-    return f"{sum(c['held'] for c in claims)}/{len(claims)} claims held"
+    return f"claims {level_counts(claims)}"
 
 
 def _started_a_cell(executed: Path) -> bool:
