@@ -249,22 +249,26 @@ class _Encoder:
             if encoded is not None:
                 return encoded
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            cls = type(obj)
-            if not _allowed_module(cls.__module__, "dataclass"):
-                raise PlainDataError(f"{where}: {_class_name(cls)} is not one of madlib's dataclasses; only those "
-                                     "are stored without pickle")
-            n, seen = self._ref(obj)
-            if seen:
-                return {"$": "ref", "ref": n}
             state = vars(obj) if hasattr(obj, "__dict__") else {f.name: getattr(obj, f.name)
                                                                  for f in dataclasses.fields(obj)}
-            return {"$": "dataclass", "class": _class_name(cls), "ref": n,
-                    "fields": {k: self.encode(v, f"{where}.{k}") for k, v in state.items()}}
+            return self._object(obj, where, "dataclass", "fields", state, "one of madlib's dataclasses")
         what = getattr(obj, "__qualname__", None) if callable(obj) else None
         raise PlainDataError(f"{where}: a {type(obj).__module__}.{type(obj).__qualname__}"
                              f"{f' ({what})' if what else ''} cannot be stored without pickle; madlib stores numbers, "
                              "strings, None, lists, tuples, sets, dicts, numpy arrays, tensors, madlib's dataclasses, "
                              "nn.Modules of madlib and torch.nn and torch's activation functions")
+
+    def _object(self, obj, where, kind: str, key: str, state: dict, allowed: str):
+        """An object of an allowed class (a madlib dataclass, an nn.Module of madlib or torch.nn) as its class name and
+        encoded attributes; one seen before as a reference to it."""
+        cls = type(obj)
+        if not _allowed_module(cls.__module__, kind):
+            raise PlainDataError(f"{where}: {_class_name(cls)} is not {allowed}; only those are stored without pickle")
+        n, seen = self._ref(obj)
+        if seen:
+            return {"$": "ref", "ref": n}
+        return {"$": kind, "class": _class_name(cls), "ref": n,
+                key: {k: self.encode(v, f"{where}.{k}") for k, v in state.items()}}
 
     def _items(self, obj, where):
         return [[self.encode(k, f"{where} key"), self.encode(v, f"{where}[{k!r}]")] for k, v in obj.items()]
@@ -293,15 +297,7 @@ class _Encoder:
                 return {"$": "function", "name": name}
             return None
         if isinstance(obj, torch.nn.Module):
-            cls = type(obj)
-            if not _allowed_module(cls.__module__, "module"):
-                raise PlainDataError(f"{where}: {_class_name(cls)} is not an nn.Module of madlib or torch.nn; only "
-                                     "those are stored without pickle")
-            n, seen = self._ref(obj)
-            if seen:
-                return {"$": "ref", "ref": n}
-            return {"$": "module", "class": _class_name(cls), "ref": n,
-                    "state": {k: self.encode(v, f"{where}.{k}") for k, v in vars(obj).items()}}
+            return self._object(obj, where, "module", "state", vars(obj), "an nn.Module of madlib or torch.nn")
         return None
 
 
