@@ -114,6 +114,16 @@ def interval_text(claim: dict) -> str:
             f"claimed {side} {format_number(comparison['margin'])}")
 
 
+def claim_lines(claim: dict) -> list[str]:
+    """What a claim measured, as readable lines, then its interval against the margin (the compared quantity is shown
+    once, by the interval line, even where ``measured`` also holds it)."""
+    measured = claim["measured"]
+    comparison = claim.get("comparison")
+    if comparison and isinstance(measured, dict):
+        measured = {k: v for k, v in measured.items() if k != comparison["quantity"]}
+    return measured_lines(measured) + ([interval_text(claim)] if comparison else [])
+
+
 def failed_preconditions(claim: dict) -> list[str]:
     """``name (requirement; measured ...)`` for each precondition of a claim that was not met."""
     return [f"{p['name']} ({p['requirement']}; measured {format_inline(p['measured'])})"

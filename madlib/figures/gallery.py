@@ -30,7 +30,7 @@ from pathlib import Path
 
 import jinja2
 
-from madlib.figures.formatting import explanation, interval_text, measured_lines
+from madlib.figures.formatting import claim_lines, explanation, measured_lines
 from madlib.figures.record import atomic_write_text, count_levels, default_out_dir, repo_root
 from madlib.figures.verdicts import level_of
 
@@ -300,7 +300,7 @@ def figure_view(name: str, title: str, notebook: Path | None, columns: list[Colu
         first = next(c for c in found if c is not None)
         cells = [None if c is None else {
             "held": c["held"], "level": level_of(c), "condition": c["condition"],
-            "measured": measured_lines(c["measured"]) + ([interval_text(c)] if c.get("comparison") else []),
+            "measured": claim_lines(c),
             "explanation": "" if c["held"] else explanation(c), "own_explanation": c.get("explanation") or "",
             "anchor": f"{p.tag}-{slug(claim_id)}"}
             for p, c in zip(panels, found)]

@@ -26,7 +26,7 @@ import numpy as np
 
 from madlib._io import atomic_path
 from madlib.figures.paths import default_out_dir, repo_root
-from madlib.figures.formatting import explanation, interval_text, measured_lines
+from madlib.figures.formatting import claim_lines, explanation
 from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide, level_of
 from madlib.machine import machine_info
 from madlib.stats import Interval, seed_interval
@@ -177,8 +177,7 @@ class FigureRecord:
         written from these, so it is stated the same way for every claim."""
         interval = values if isinstance(values, Interval) else seed_interval(values, confidence=confidence)
         comparison = Comparison(quantity, direction, float(margin), interval)
-        measured = {**(measured or {}), quantity: {"estimate": interval.estimate, "interval": [interval.low, interval.high]}}
-        return self.claim(id, text, source=source, condition=comparison.statement, measured=measured,
+        return self.claim(id, text, source=source, condition=comparison.statement, measured=measured or {},
                           paper_value=paper_value, preconditions=preconditions, comparison=comparison)
 
     def to_dict(self) -> dict:
@@ -259,7 +258,7 @@ def write_claims_summary(out_dir: str | os.PathLike) -> Path:
                   "| claim | verdict | statement | measured | held if |", "| --- | --- | --- | --- | --- |"]
         for c in record["claims"]:
             level = level_of(c)
-            measured = measured_lines(c["measured"]) + ([interval_text(c)] if c.get("comparison") else [])
+            measured = claim_lines(c)
             if level == "not testable":
                 measured.append(explanation(c, limit=400))
             cells = [f"`{c['id']}`", level if level == "held" else f"**{level}**", c["text"],
