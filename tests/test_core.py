@@ -286,6 +286,7 @@ def test_wgan_scores_equal_their_old_formulas(sets):
 
 def test_image_family_measure_and_core_evaluate_equal_image_metrics(sets):
     from madlib.metrics import HeldOutMetrics, image_metrics
+    from madlib.metrics.images import class_readouts
     from madlib.models.images import ImageDiffusionFamily
 
     fake_images, fake_labels, real_images, real_labels, lenet = sets
@@ -294,7 +295,7 @@ def test_image_family_measure_and_core_evaluate_equal_image_metrics(sets):
         assert family.measure(fake_images, fake_labels) == image_metrics(fake_images, fake_labels, family.test_images,
                                                                          family.test_labels, family._lenet())
     new = core.evaluate(HeldOutMetrics(real_images, lenet), fake_images, fake_labels,
-                        real=core.class_readouts(real_images, real_labels, lenet))
+                        real=class_readouts(real_images, real_labels, lenet))
     assert new == image_metrics(fake_images, fake_labels, real_images, real_labels, lenet)
 
 

@@ -45,7 +45,6 @@ def cache_path(cache_dir, role: str, key: str) -> Path | None:
     return None if cache_dir is None else Path(cache_dir) / f"{role}-{key[:20]}.pt"
 
 
-
 def _read(path: Path, key: str, settings: dict) -> tuple[dict | None, str]:
     """(payload, "") from a valid cache file, or (None, what is wrong with it)."""
     try:

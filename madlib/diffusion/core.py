@@ -14,7 +14,7 @@ once:
   returned as uint8 images through :func:`to_uint8_images`.
 - :func:`evaluate`: :class:`madlib.metrics.images.HeldOutMetrics` (the one metric bundle: reference features once;
   FID, precision, recall, and with ``protocol`` KID, density, coverage) plus, for class-conditional samples, the
-  classifier's accuracy and the mean intensity.
+  classifier's accuracy and the mean intensity (:func:`madlib.metrics.images.class_readouts`).
 - Pixels: :data:`PIXEL_RANGE`, :func:`to_network_range` (uint8 -> [-1, 1]) and :func:`to_uint8_images` (back).
 - Class-balanced subsets: :func:`madlib.data.images.balanced_index` (the data layer, below this module).
 
@@ -51,7 +51,7 @@ from madlib.diffusion.training import TrainStats, train_ensemble
 if TYPE_CHECKING:
     from madlib.metrics.images import HeldOutMetrics
 
-__all__ = ["PIXEL_RANGE", "Trained", "train", "sample", "evaluate", "class_readouts", "to_network_range",
+__all__ = ["PIXEL_RANGE", "Trained", "train", "sample", "evaluate", "to_network_range",
            "to_uint8_images", "check_images"]
 
 PIXEL_RANGE = (-1.0, 1.0)  # the networks see images mapped linearly from 0..255 onto [-1, 1]
@@ -296,23 +296,15 @@ def sample(net: nn.Module | None, n: int, *, seed: int | torch.Generator, image_
 
 
 # ----------------------------------------------------------------------------------------------------- evaluate
-def class_readouts(images: torch.Tensor, labels: torch.Tensor, lenet) -> dict[str, float]:
-    """``accuracy`` (share of ``images`` the classifier assigns to their ``labels``; MAD Fig. 5's "illegible"
-    readout) and ``mean_intensity`` (mean pixel value in [0, 1]), as :func:`madlib.metrics.image_metrics` reads them."""
-    from madlib.metrics.images import predicted_classes
-
-    accuracy = float((predicted_classes(images, lenet) == torch.as_tensor(labels).cpu()).double().mean())
-    return {"accuracy": accuracy,
-            "mean_intensity": float(images.double().mean() / (255.0 if images.dtype == torch.uint8 else 1.0))}
-
-
 def evaluate(held: "HeldOutMetrics", images: torch.Tensor, labels: torch.Tensor | None = None, *,
              protocol: bool = False, real: dict | None = None) -> dict:
     """The metrics of uint8 ``images`` against ``held``'s reference: FID, precision, recall (``protocol``: also KID,
     density, coverage; :meth:`HeldOutMetrics.protocol`), ``n_fake`` and ``n_real``; with ``labels`` [n] the
-    :func:`class_readouts` of the images; with ``real`` (the reference's own :func:`class_readouts`) those as
+    :func:`madlib.metrics.images.class_readouts` of the images; with ``real`` (the reference's own) those as
     ``real_accuracy`` and ``real_mean_intensity``. With labels and real, the keys and values of
     :func:`madlib.metrics.image_metrics` (tested), from reference features computed once."""
+    from madlib.metrics.images import class_readouts
+
     out = dict(held.protocol(images) if protocol else held(images))
     out |= {"n_fake": int(images.shape[0]), "n_real": held.n_real}
     if labels is not None:

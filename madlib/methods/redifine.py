@@ -556,11 +556,11 @@ def balanced_subset(dataset: str, n: int, *, split: str = "train", image_size: i
 def real_floors(d0_images, d0_labels, other_images, other_labels, lenet, *, seed: int = 0) -> dict:
     """The real-vs-real FID floors of a chain: ``halves`` (D_0 split in two class-balanced halves, as the issue
     asks) and ``fresh`` (as many other real images of the same style against D_0: the floor at FID_k's n)."""
-    from madlib.metrics.images import HeldOutMetrics
+    from madlib.metrics.images import HeldOutMetrics, class_readouts
 
     def measured(fake, fake_labels, real, real_labels):  # image_metrics's keys, through the one metric bundle
         return core.evaluate(HeldOutMetrics(real, lenet), fake, fake_labels,
-                             real=core.class_readouts(real, real_labels, lenet))
+                             real=class_readouts(real, real_labels, lenet))
 
     rng = np.random.default_rng(seed)
     first = np.concatenate([rng.permutation(np.flatnonzero(d0_labels.numpy() == c))[: (d0_labels == c).sum() // 2]

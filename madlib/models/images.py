@@ -349,10 +349,10 @@ class ImageDiffusionFamily:
         :func:`madlib.diffusion.core.evaluate` (the held-out split's features computed once per family): what
         :meth:`summary` reports of its samples."""
         if self._held is None:
-            from madlib.metrics.images import HeldOutMetrics
+            from madlib.metrics.images import HeldOutMetrics, class_readouts
 
             self._held = HeldOutMetrics(self.test_images, self._lenet())
-            self._real_readouts = core.class_readouts(self.test_images, self.test_labels, self._lenet())
+            self._real_readouts = class_readouts(self.test_images, self.test_labels, self._lenet())
         return core.evaluate(self._held, images, labels, real=self._real_readouts)
 
     def real_floor(self, n: int, seed: int) -> dict:
