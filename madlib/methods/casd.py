@@ -211,7 +211,7 @@ def heun_sample(fit: Fit, n: int, settings: EDMSettings, seed: int, *, source: i
     n = check_int("n", n, minimum=1)
     if fit.conditional != (source is not None):
         raise ValueError(f"source must be {'an int (CASD is source-conditional)' if fit.conditional else 'None (an unconditional model)'}; got {source!r}")
-    return core.sample(fit.net, n, seed=check_int("seed", seed, minimum=0), image_shape=settings.image_shape(),
+    return core.sample(fit.net, n, seed=seed, image_shape=settings.image_shape(),
                        sigmas=settings.sigmas(), sources=source, sample_batch=settings.sample_batch,
                        device=settings.device)
 

@@ -359,7 +359,7 @@ def generate_one_per_prompt(net: nn.Module, prompts: torch.Tensor, *, weight=con
 
         return primary, lambda x, t: cache.pop("u")
 
-    images = core.sample(None if diff_norms else net, len(prompts), seed=check_int("seed", seed, minimum=0),
+    images = core.sample(None if diff_norms else net, len(prompts), seed=seed,
                          image_shape=(1, size, size), sampler="euler_ancestral", sigmas=sigmas, labels=prompts,
                          guide="cfg", weight=weight, predictors=recording if diff_norms else None,
                          sample_batch=check_int("sample_batch", sample_batch, minimum=1), device=device)

@@ -135,7 +135,7 @@ def sims_sample(base: SIMSModel, aux: SIMSModel | None, w: float, n: int, config
         pair = SharedEncoderPair(base.net, aux.net).predictors()  # one encoder pass for both models per step
         primary, guide, predictors = None, None, lambda y, s: pair
     weight = interval_weight(w, guide_from) if guide_from else constant_weight(w)
-    return core.sample(primary, n, seed=check_int("seed", seed, minimum=0), image_shape=config.image_shape(),
+    return core.sample(primary, n, seed=seed, image_shape=config.image_shape(),
                        sigmas=config.sigmas(), guide=guide, weight=weight, predictors=predictors,
                        sample_batch=config.sample_batch, device=device)
 
@@ -164,7 +164,7 @@ def train_auxiliary(base: SIMSModel, synthetic: torch.Tensor, config: SIMSConfig
         trainable(net)
     batch = min(config.batch_size, len(synthetic))
     steps = {b: math.ceil(b / batch) for b in budgets}
-    fit = core.train(synthetic, config, images_seen=budgets[-1], seed=check_int("seed", seed, minimum=0), net=net,
+    fit = core.train(synthetic, config, images_seen=budgets[-1], seed=seed, net=net,
                      snapshot_steps=list(steps.values()), device=device, progress=progress)
     return {b: SIMSModel(fit.snapshots[steps[b]], steps[b] * batch, fit.stats) for b in budgets}
 
