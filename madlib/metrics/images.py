@@ -139,19 +139,19 @@ class HeldOutMetrics:
             raise ValueError(f"fake_images must be [n, C, H, W]; got {tuple(images.shape)}")
         return lenet_features(images, self.lenet, batch_size=self.batch_size)
 
-    def __call__(self, fake_images: torch.Tensor) -> dict[str, float]:
-        fake = self.features(fake_images)
+    def _fid_precision_recall(self, fake: torch.Tensor) -> dict[str, float]:
         precision, recall = precision_recall(self.real, fake, k=self.k)
         return {"fid": float(frechet_distance(self.real, fake)), "precision": precision, "recall": recall}
+
+    def __call__(self, fake_images: torch.Tensor) -> dict[str, float]:
+        return self._fid_precision_recall(self.features(fake_images))
 
     def protocol(self, fake_images: torch.Tensor) -> dict[str, float]:
         """FID, KID (unbiased), precision, recall, density, coverage (k nearest), n_fake and n_real."""
         fake = self.features(fake_images)
-        precision, recall = precision_recall(self.real, fake, k=self.k)
         dc = density_coverage(self.real, fake, k=self.k)
-        return {"fid": float(frechet_distance(self.real, fake)), "kid": kid(self._real64, fake.double().cpu().numpy()),
-                "precision": precision, "recall": recall, "density": dc.density, "coverage": dc.coverage,
-                "n_fake": int(fake.shape[0]), "n_real": self.n_real}
+        return {**self._fid_precision_recall(fake), "kid": kid(self._real64, fake.double().cpu().numpy()),
+                "density": dc.density, "coverage": dc.coverage, "n_fake": int(fake.shape[0]), "n_real": self.n_real}
 
     def floor(self, real_images: torch.Tensor, n: int, *, seed: int = 0) -> dict[str, float]:
         """The real-vs-real floor at the size a model is read at: :meth:`protocol` of ``n`` images drawn (without
