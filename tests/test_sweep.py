@@ -5,6 +5,7 @@ before any job is submitted."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -90,6 +91,21 @@ def test_failed_cells_are_named_kept_apart_and_rerun_alone(tmp_path):
     assert len(list((tmp_path / "results").glob("*.npz"))) == 1  # the finished cell is kept
     again = sweep(probe, cells, result_dir=tmp_path / "results", retries=0, progress=False)
     assert (again.jobs, again.skipped) == (1, 1) and again.values[1]["square"] == 1
+
+
+def test_local_lanes_equal_a_plain_loop_in_one_thread_processes(tmp_path, in_process):
+    lanes = sweep(fresh_limits, GRID, options={"lanes": 2}, result_dir=tmp_path, progress=False)
+    assert all(same_limits(a, b) for a, b in zip(lanes.values, in_process))
+    assert (lanes.executor, lanes.jobs, lanes.skipped) == ("local", 4, 0)
+    where = sweep(probe, [dict(index=i, sleep=0.3) for i in range(4)], options={"lanes": 2}, progress=False)
+    pids = {d["pid"] for d in where.devices}
+    assert len(pids) == 2 and os.getpid() not in pids  # two worker processes, not this one
+    cells = [dict(index=0), dict(index=1, fail_marker=str(tmp_path / "marker"))]
+    retried = sweep(probe, cells, options={"lanes": 2}, retries=1, progress=False)
+    assert retried.values[1]["square"] == 1 and retried.devices[1]["attempts"] == 2
+    for bad in (0, 1.5, True):
+        with pytest.raises(SweepError, match=f"local option lanes must be an integer >= 1; got {bad!r}"):
+            sweep(probe, cells, options={"lanes": bad}, progress=False)
 
 
 # --- Ray ---------------------------------------------------------------------------------------------------
