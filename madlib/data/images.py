@@ -27,6 +27,8 @@ upscaled to MNIST's size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import functools
 from pathlib import Path
 
@@ -36,7 +38,7 @@ import torch
 from madlib._checks import check_choice, check_int
 
 __all__ = ["DATASETS", "SPLITS", "DTYPES", "load_images", "stratified_holdout", "to_uint8", "from_uint8",
-           "balanced_counts", "balanced_index"]
+           "balanced_counts", "balanced_index", "ProtocolSets", "protocol_sets"]
 
 SPLITS = ("train", "test", "all")
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float64": torch.float64}
@@ -227,3 +229,52 @@ def from_uint8(images: torch.Tensor, pixel_range: tuple[float, float] = (0.0, 1.
         raise ValueError(f"images must be uint8; got {images.dtype}")
     low, high = _check_pixel_range(pixel_range)
     return (low + (high - low) * (images.double() / 255.0)).to(dtype)
+
+
+@dataclass(frozen=True)
+class ProtocolSets:
+    """The real images of one figure's evaluation protocol (:func:`protocol_sets`).
+
+    pool_images [P, C, H, W], pool_labels [P]: the first ``P`` class-balanced images of the training split, in
+    class order; every real training set of the figure is a prefix of them per class (``first(n)``), and the
+    real-vs-real floor reads ``P`` of them. reference: every other image of the dataset (training and test splits) in
+    the figure's classes, outside every real training set of the figure. reference_count: its size (recorded).
+    """
+
+    pool_images: torch.Tensor
+    pool_labels: torch.Tensor
+    reference: torch.Tensor
+    classes: tuple[int, ...]
+
+    @property
+    def reference_count(self) -> int:
+        return int(self.reference.shape[0])
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [n], labels [n]): the first n class-balanced images of the training split in the figure's
+        classes (CASD's "first n samples"), taken from the pool, so never in the reference."""
+        idx = balanced_index(self.pool_labels, n, classes=self.classes, where="the protocol's pool")
+        return self.pool_images[idx], self.pool_labels[idx]
+
+
+def protocol_sets(name: str, *, size: int | None, pool: int, classes=None, root=None) -> ProtocolSets:
+    # project choice (issue 25): the reference is every real image outside the figure's training sets
+    """Split dataset ``name``'s real images for a figure whose models train on its first class-balanced images.
+
+    The pool is the first ``pool`` class-balanced training images in ``classes`` (default all); the reference is every
+    other image in ``classes`` of the training and test splits (uint8, ``size`` x ``size``). A figure takes each real
+    training set as ``first(n)`` with n <= ``pool`` and reads its real-vs-real floor from ``pool`` pool images, so no
+    model is measured against an image it was trained on and the floor's real set is outside the reference too.
+    """
+    pool = int(pool)
+    images, labels = load_images(name, "train", size=size, dtype="uint8", root=root)
+    test_images, test_labels = load_images(name, "test", size=size, dtype="uint8", root=root)
+    classes = tuple(sorted(set(labels.tolist()))) if classes is None else tuple(int(c) for c in classes)
+    idx = balanced_index(labels, pool, classes=classes, where=f"{name}'s training split")
+    rest = torch.ones(len(labels), dtype=torch.bool)
+    rest[idx] = False
+    rest &= torch.isin(labels, torch.as_tensor(classes))
+    in_test = torch.isin(test_labels, torch.as_tensor(classes))
+    reference = torch.cat([images[rest], test_images[in_test]])
+    return ProtocolSets(images[idx], labels[idx], reference, classes)
+

@@ -44,7 +44,8 @@ so an interrupted build leaves either the whole file or none. ``cache_dir=None``
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -58,7 +59,8 @@ from madlib.diffusion.losses import EDMPrecond, edm_loss
 __all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "cell_key", "first_n_balanced", "first_n_index",
            "source_labels", "pooled_training_set", "casd_train", "dm_train", "sda_train", "train_method",
            "heun_sample", "casd_sample", "sample_method", "train_source", "synthetic_set", "cached_fit",
-           "sample_metrics", "cache_key", "run_method"]
+           "sample_metrics", "cache_key", "run_method", "oracle_train", "snapshot_steps", "source_fit",
+           "cell_training_set", "run_cell", "run_source"]
 
 PIXEL_RANGE = core.PIXEL_RANGE
 REAL, SYNTHETIC = 0, 1  # CASD Sec. 3.2: y_r = 0, y_s = 1
@@ -89,7 +91,8 @@ class EDMSettings(EDMConfig):
 @dataclass
 class Fit:
     """A trained denoiser (its EMA copy, eval mode), whether it is CASD's (takes a source label), its training
-    time and throughput (None when loaded from the cache), and its cache key."""
+    time and throughput (None when loaded from the cache), its cache key, and snapshots of the EMA network along
+    the budget ({images seen: Fit}, each with its own key ``<key>@<images seen>``)."""
 
     net: torch.nn.Module
     conditional: bool
@@ -98,6 +101,7 @@ class Fit:
     train_seconds: float | None
     images_per_s: float | None
     final_loss: float | None = None
+    snapshots: dict[int, "Fit"] = field(default_factory=dict)
 
 
 # --- Data ----------------------------------------------------------------------------------------------------
@@ -144,8 +148,15 @@ def _new_denoiser(settings: EDMSettings, conditional: bool, seed: int) -> EDMPre
     return settings.network(seed, settings.device, num_sources=2 if conditional else 0)
 
 
+def snapshot_steps(snapshot_images, n_images: int, batch_size: int) -> dict[int, int]:
+    """{optimiser step: images seen} of EMA snapshots taken after ``snapshot_images`` images seen (rounded up to a
+    whole step; the core clips the batch to the set's size)."""
+    batch = min(batch_size, n_images)
+    return {math.ceil(check_int("snapshot_images[i]", b, minimum=1) / batch): int(b) for b in snapshot_images}
+
+
 def _fit(role: str, images: torch.Tensor, sources: torch.Tensor | None, settings: EDMSettings, seed: int,
-         cache_dir, progress: bool) -> Fit:
+         cache_dir, progress: bool, snapshot_images=()) -> Fit:
     """Train one EDM denoiser (with source labels when ``sources`` is given) from scratch on uint8 ``images``
     (:func:`madlib.diffusion.core.train`: initial weights from the seed's first draw, cached by role, settings,
     seed and the data's bytes)."""
@@ -157,50 +168,68 @@ def _fit(role: str, images: torch.Tensor, sources: torch.Tensor | None, settings
     # seed itself, so files of that convention are never read as these)
     key_settings = {"role": role, "training": settings.training(), "seed": seed, "conditional": conditional,
                     "init": "first-draw"}
+    steps = snapshot_steps(snapshot_images, len(images), settings.batch_size)
+    if steps:  # a file with snapshots is another file (a cached fit without them cannot serve them)
+        key_settings["snapshot_images"] = sorted(steps.values())
     # CASD Eq. 5 with EDM's loss (Algorithm 2 reading): lambda(sigma) |D(x + sigma n; sigma, y) - x|^2, uniform over
     # the pool; the source label is never dropped (no CFG)
     fit = core.train(images, settings, images_seen=settings.images_seen, seed=seed,
                      net=lambda init: _new_denoiser(settings, conditional, init), sources=sources, loss=edm_loss,
-                     cache_dir=cache_dir, role=role, settings=key_settings, device=settings.device, progress=progress)
+                     snapshot_steps=list(steps), cache_dir=cache_dir, role=role, settings=key_settings,
+                     device=settings.device, progress=progress)
     stats = fit.stats
+    snapshots = {steps[step]: Fit(net, conditional, f"{fit.key}@{steps[step]}", fit.loaded, None, None)
+                 for step, net in sorted(fit.snapshots.items())}
     return Fit(fit.net, conditional, fit.key, fit.loaded, None if fit.loaded else stats.seconds,
-               None if fit.loaded else stats.samples_per_s, None if stats is None else float(stats.final_loss[0]))
+               None if fit.loaded else stats.samples_per_s, None if stats is None else float(stats.final_loss[0]),
+               snapshots)
 
 
 def casd_train(real: torch.Tensor, synthetic: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None,
-               progress: bool = False) -> Fit:
+               progress: bool = False, snapshot_images=()) -> Fit:
     # CASD Algorithm 1 lines 2-6 (training stage), Eq. 5
     """One source-conditional denoiser on real (label 0) and synthetic (label 1) uint8 images, pooled."""
     images, sources = pooled_training_set(real, synthetic)
-    return _fit("casd", images, sources, settings, seed, cache_dir, progress)
+    return _fit("casd", images, sources, settings, seed, cache_dir, progress, snapshot_images)
 
 
-def dm_train(real: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None, progress: bool = False) -> Fit:
+def dm_train(real: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None, progress: bool = False,
+             snapshot_images=()) -> Fit:
     # CASD Sec. 4.1 baseline DM: an unconditional diffusion model trained only on D_r
     """An unconditional denoiser on the real images alone."""
-    return _fit("dm", real, None, settings, seed, cache_dir, progress)
+    return _fit("dm", real, None, settings, seed, cache_dir, progress, snapshot_images)
+
+
+def oracle_train(real: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None, progress: bool = False,
+                 snapshot_images=()) -> Fit:
+    # project reference (issue 27): DM on n + m *real* images, what m perfect synthetic images could at most buy
+    """DM's unconditional denoiser on ``real``: the n real images of the cell plus m more real ones (give
+    :meth:`madlib.data.images.ProtocolSets.first` (n + m)); never a synthetic image."""
+    return _fit("oracle", real, None, settings, seed, cache_dir, progress, snapshot_images)
 
 
 def sda_train(real: torch.Tensor, synthetic: torch.Tensor, settings: EDMSettings, seed: int, *, cache_dir=None,
-              progress: bool = False) -> Fit:
+              progress: bool = False, snapshot_images=()) -> Fit:
     # CASD Sec. 4.1 baseline SDA: an unconditional diffusion model trained on D_r union D_s
     """An unconditional denoiser on real and synthetic images pooled, without telling them apart."""
     images, _ = pooled_training_set(real, synthetic)
-    return _fit("sda", images, None, settings, seed, cache_dir, progress)
+    return _fit("sda", images, None, settings, seed, cache_dir, progress, snapshot_images)
 
 
-METHODS = {"dm": dm_train, "sda": sda_train, "casd": casd_train}
+METHODS = {"dm": dm_train, "oracle": oracle_train, "sda": sda_train, "casd": casd_train}
 
 
 def train_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, settings: EDMSettings, seed: int,
-                 *, cache_dir=None, progress: bool = False) -> Fit:
-    """:data:`METHODS`[method] on (real, synthetic); DM ignores ``synthetic``."""
+                 *, cache_dir=None, progress: bool = False, snapshot_images=()) -> Fit:
+    """:data:`METHODS`[method] on (real, synthetic); DM and the oracle ignore ``synthetic`` (the oracle's ``real``
+    holds n + m real images)."""
     check_choice("method", method, METHODS)
-    if method == "dm":
-        return dm_train(real, settings, seed, cache_dir=cache_dir, progress=progress)
+    kw = dict(cache_dir=cache_dir, progress=progress, snapshot_images=snapshot_images)
+    if method in ("dm", "oracle"):
+        return METHODS[method](real, settings, seed, **kw)
     if synthetic is None:
         raise ValueError(f"method {method!r} needs synthetic images; got None")
-    return METHODS[method](real, synthetic, settings, seed, cache_dir=cache_dir, progress=progress)
+    return METHODS[method](real, synthetic, settings, seed, **kw)
 
 
 # --- Sampling: Algorithm 2 -----------------------------------------------------------------------------------
@@ -242,6 +271,19 @@ class SourceSpec:
     classes: tuple[int, ...] | None = None
     images_seen: int = 60_000
     description: str = ""
+    snapshot_images: tuple[int, ...] = ()  # EMA snapshots kept along the budget (a weaker source at no extra cost)
+
+    def plain(self) -> dict:
+        """The spec as plain JSON data (a sweep cell's argument; :meth:`from_plain` inverts it)."""
+        return {"name": self.name, "dataset": self.dataset, "classes": None if self.classes is None else list(self.classes),
+                "images_seen": self.images_seen, "description": self.description,
+                "snapshot_images": list(self.snapshot_images)}
+
+    @classmethod
+    def from_plain(cls, plain: dict) -> "SourceSpec":
+        classes = plain.get("classes")
+        return cls(**{**plain, "classes": None if classes is None else tuple(classes),
+                      "snapshot_images": tuple(plain.get("snapshot_images", ()))})
 
     def training_images(self, image_size: int) -> torch.Tensor:
         images, labels = load_images(self.dataset, "train", size=image_size, dtype="uint8")
@@ -252,10 +294,25 @@ class SourceSpec:
 
 
 def train_source(spec: SourceSpec, settings: EDMSettings, seed: int, *, cache_dir=None, progress: bool = False) -> Fit:
-    """Train (or load from the cache) the source ``spec`` with the shared network and its own budget."""
+    """Train (or load from the cache) the source ``spec`` with the shared network and its own budget; its EMA
+    snapshots at ``spec.snapshot_images`` are in ``Fit.snapshots``."""
     source_settings = replace(settings, images_seen=spec.images_seen)
     role = f"source-{spec.dataset}-{'all' if spec.classes is None else ''.join(map(str, spec.classes))}"
-    return _fit(role, spec.training_images(settings.image_size), None, source_settings, seed, cache_dir, progress)
+    return _fit(role, spec.training_images(settings.image_size), None, source_settings, seed, cache_dir, progress,
+                spec.snapshot_images)
+
+
+def source_fit(spec: SourceSpec, settings: EDMSettings, seed: int, *, snapshot: int | None = None, cache_dir=None,
+               progress: bool = False) -> Fit:
+    """The source ``spec`` (:func:`train_source`), or its EMA snapshot after ``snapshot`` images seen (one of
+    ``spec.snapshot_images``)."""
+    fit = train_source(spec, settings, seed, cache_dir=cache_dir, progress=progress)
+    if snapshot is None:
+        return fit
+    if snapshot not in fit.snapshots:
+        raise ValueError(f"snapshot must be one of the source's snapshot_images {sorted(fit.snapshots)} or None; "
+                         f"got {snapshot!r}")
+    return fit.snapshots[snapshot]
 
 
 def synthetic_set(source: Fit, m: int, settings: EDMSettings, seed: int, *, cache_dir=None) -> torch.Tensor:
@@ -294,9 +351,10 @@ def sample_metrics(images: torch.Tensor, reference_images, lenet, *, num_classes
 
 
 def cell_key(method: str, source: str | None, n: int, m: int) -> str:
-    """The name of one cell of a CASD grid, ``"casd/good/n=400/m=2000"``; DM (no synthetic data) always has m = 0."""
+    """The name of one cell of a CASD grid, ``"casd/good/n=400/m=2000"``; DM (no synthetic data) always has m = 0,
+    and the oracle (m more real images, no source) ``"oracle/none/n=100/m=1000"``."""
     check_choice("method", method, METHODS)
-    return f"{method}/{source or 'none'}/n={n}/m={0 if method == 'dm' else m}"
+    return f"{method}/{'none' if method in ('dm', 'oracle') else source}/n={n}/m={0 if method == 'dm' else m}"
 
 
 def run_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, settings: EDMSettings, seed: int, *,
@@ -312,3 +370,101 @@ def run_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, 
     sample_seconds = time.perf_counter() - start
     return {"metrics": sample_metrics(images, reference, lenet), "images": images, "train_seconds": fit.train_seconds,
             "images_per_s": fit.images_per_s, "sample_seconds": sample_seconds, "from_cache": fit.from_cache}
+
+
+# --- One cell of a grid, as a sweep cell (plain data in and out; runs in any lane) ---------------------------
+
+def cell_training_set(method: str, protocol, n: int, m: int, synthetic: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(real, synthetic) a cell's method trains on: D_r = the first n class-balanced real images of ``protocol``
+    (a :class:`madlib.data.images.ProtocolSets`) with the first m synthetic images (SDA, CASD), D_r alone (DM), or
+    the first n + m real images and nothing synthetic (the oracle)."""
+    check_choice("method", method, METHODS)
+    if method == "oracle":
+        return protocol.first(n + m)[0], None
+    real = protocol.first(n)[0]
+    if method == "dm":
+        return real, None
+    if synthetic is None or len(synthetic) < m:
+        raise ValueError(f"method {method!r} needs at least m = {m} synthetic images; got "
+                         f"{'None' if synthetic is None else len(synthetic)}")
+    return real, synthetic[:m]
+
+
+def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, settings: dict, dataset: str,
+             pool: int, classes: list | None, eval_samples: int, eval_seed: int, source_seed: int = 1000,
+             synthetic_m: int | None = None, synthetic_seed: int = 2000, curve_images: list | tuple = (),
+             curve_samples: int = 500, near_copy_ssim: float | None = None, cache_dir: str | None = None) -> dict:
+    """One (method, source, n, m, seed) cell end to end, from plain arguments (a :func:`madlib.sweep.sweep` cell
+    that any lane can run): train the method (cached), draw ``eval_samples`` images with noise ``eval_seed`` and
+    measure them with the protocol (:func:`sample_metrics`) against the reference of :func:`protocol_sets`
+    (``dataset``, ``pool``, ``classes``); FID / KID of ``curve_samples`` images (same latents) of the EMA snapshots at
+    ``curve_images`` images seen and of the final network (the FID-against-budget curve); with ``near_copy_ssim``,
+    the nearest-training-image similarity of the samples to the cell's real training images.
+
+    ``source``: None (DM, oracle) or ``{"spec": SourceSpec.plain(), "snapshot": images seen or None}``, trained
+    with ``source_seed``; the synthetic set is its first ``synthetic_m`` (default m) Heun samples drawn with
+    ``synthetic_seed`` (cached: the sources and sets are drawn once before a grid runs), of which the cell takes m.
+    Returns plain data: ``metrics``, ``curve`` {images seen: {fid, kid}}, ``memorization`` (or None), ``images``
+    (uint8), ``train_seconds`` / ``images_per_s`` (None from the cache), ``sample_seconds``, ``from_cache``, ``key``.
+    """
+    from madlib.data.images import protocol_sets
+    from madlib.metrics import load_lenet, lenet_features, memorization
+    from madlib.metrics.images import HeldOutMetrics
+
+    settings = EDMSettings(**settings)
+    protocol = protocol_sets(dataset, size=settings.image_size, pool=pool, classes=classes)
+    synthetic = None
+    if method in ("sda", "casd"):
+        if source is None:
+            raise ValueError(f"method {method!r} needs a source; got None")
+        fit = source_fit(SourceSpec.from_plain(source["spec"]), settings, source_seed, snapshot=source.get("snapshot"),
+                         cache_dir=cache_dir)
+        synthetic = synthetic_set(fit, synthetic_m or m, settings, synthetic_seed, cache_dir=cache_dir)
+    real, synthetic = cell_training_set(method, protocol, n, m, synthetic)
+    budget = [int(b) for b in curve_images if int(b) < settings.images_seen]
+    fit = train_method(method, real, synthetic, settings, seed, cache_dir=cache_dir, snapshot_images=budget)
+    start = time.perf_counter()
+    images = sample_method(method, fit, eval_samples, settings, eval_seed)
+    sample_seconds = time.perf_counter() - start
+    lenet = load_lenet(device=settings.device)
+    held = HeldOutMetrics(protocol.reference, lenet)
+    metrics = sample_metrics(images, held, lenet)
+    curve = {}
+    if budget:
+        for b, snap in sorted(fit.snapshots.items()):
+            read = held.protocol(sample_method(method, snap, curve_samples, settings, eval_seed))
+            curve[b] = {"fid": read["fid"], "kid": read["kid"]}
+        read = held.protocol(images[:curve_samples])  # the final network on the same latents
+        curve[settings.images_seen] = {"fid": read["fid"], "kid": read["kid"]}
+    memo = None
+    if near_copy_ssim is not None:
+        train_real = real if method != "oracle" else protocol.first(n)[0]
+        found = memorization(images, train_real, threshold=near_copy_ssim, generated_features=lenet_features(images, lenet),
+                             training_features=lenet_features(train_real, lenet))
+        memo = {"mean_nearest_ssim": found.mean_nearest_ssim, "near_copy_share": found.near_copy_share,
+                "mean_nearest_feature_distance": found.mean_nearest_feature_distance,
+                "nearest_ssim": found.nearest_ssim, "nearest_index": found.nearest_index}
+    return {"metrics": metrics, "curve": curve, "memorization": memo, "images": images, "key": fit.key,
+            "train_seconds": fit.train_seconds, "images_per_s": fit.images_per_s, "sample_seconds": sample_seconds,
+            "from_cache": fit.from_cache, "reference_count": protocol.reference_count}
+
+
+def run_source(*, spec: dict, settings: dict, seed: int, dataset: str, pool: int, classes: list | None,
+               eval_samples: int, eval_seed: int, cache_dir: str | None = None) -> dict:
+    """Train (or load) one source with its snapshots, from plain arguments (a sweep cell), and measure the final
+    network and each snapshot on ``eval_samples`` Heun samples with noise ``eval_seed`` against the protocol's
+    reference: {images seen: metrics} (the final under ``spec["images_seen"]``), plus the training time."""
+    from madlib.data.images import protocol_sets
+    from madlib.metrics import load_lenet
+    from madlib.metrics.images import HeldOutMetrics
+
+    settings = EDMSettings(**settings)
+    spec = SourceSpec.from_plain(spec)
+    fit = train_source(spec, settings, seed, cache_dir=cache_dir)
+    protocol = protocol_sets(dataset, size=settings.image_size, pool=pool, classes=classes)
+    lenet = load_lenet(device=settings.device)
+    held = HeldOutMetrics(protocol.reference, lenet)
+    reads = {b: sample_metrics(heun_sample(f, eval_samples, settings, eval_seed), held, lenet)
+             for b, f in [*sorted(fit.snapshots.items()), (spec.images_seen, fit)]}
+    return {"metrics": reads, "train_seconds": fit.train_seconds, "from_cache": fit.from_cache, "key": fit.key}
