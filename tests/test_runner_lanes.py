@@ -190,6 +190,20 @@ def test_more_threads_than_a_lanes_share_is_refused_beside_another_lane(tmp_path
     assert len(calls) == 4
 
 
+def test_a_figure_with_a_lanes_parameter_gets_its_build_lanes_cores(tmp_path, monkeypatch, cores):
+    seen = {}
+    monkeypatch.setattr(runner, "_execute_notebook",
+                        lambda notebook, target, parameters: seen.__setitem__(Path(notebook).stem, parameters.get("lanes")))
+    monkeypatch.setattr(sys.modules[__name__], "PARAMETERS", PARAMETERS + "\nlanes = 2  # fits at once; in [1, 64]")
+    manifest = _figures(tmp_path, names=("first", "second"))
+    _build(tmp_path, jobs=2, manifest=manifest)
+    assert seen == {"first": 1, "second": 1}  # two figures side by side: one core each
+    _build(tmp_path, jobs=2, manifest=manifest, names=["first"])
+    assert seen["first"] == 2  # built alone: both cores, as one-thread worker processes
+    _build(tmp_path, jobs=2, manifest=manifest, names=["first"], overrides={"lanes": 1})
+    assert seen["first"] == 1  # the user's -p lanes wins
+
+
 # --- the estimate -------------------------------------------------------------------------------------------
 
 def _recorded(folder: Path, name: str, wall: float, gflops=None, profile="smoke", params=None):

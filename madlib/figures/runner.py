@@ -335,6 +335,16 @@ def _environment(values: dict[str, str]):
                 os.environ[name] = value
 
 
+def _share_cores_with_lanes(plans, jobs: int, cores: int) -> None:
+    """A figure whose notebook declares ``lanes`` (its independent fits as one-thread worker processes,
+    :mod:`madlib.sweep`) gets the cores its build lane owns, ``cores // min(jobs, figures)``, unless the profile or
+    ``-p lanes=`` sets it: one figure built alone uses every core, figures built side by side one each."""
+    share = max(1, cores // max(1, min(jobs, len(plans))))
+    for entry, params in plans:
+        if "lanes" not in params and "lanes" in notebook_parameters(entry.notebook):
+            params["lanes"] = share
+
+
 def _check_threads_parameter(plans, jobs: int, cores: int) -> None:
     """Refuse ``-p threads=k`` above the lane's share when figures run beside each other."""
     share = lane_threads(jobs, cores)
@@ -639,6 +649,7 @@ def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str |
     else:
         jobs = check_jobs(cores if jobs is None else jobs, cores)
         _check_threads_parameter(plans, jobs, cores)
+        _share_cores_with_lanes(plans, jobs, cores)
     out = _writable_folder(Path(out_dir).resolve() if out_dir is not None else default_out_dir(), "--out")
     executed = _writable_folder(Path(executed_dir) if executed_dir is not None
                                 else repo_root() / "build" / "executed" / profile, "--executed")
