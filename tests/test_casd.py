@@ -217,3 +217,80 @@ def test_casd_sample_is_algorithm_2_written_out():
     got = casd.casd_sample(fit, n, TINY, seed=9)
     assert (got.int() - expected.int()).abs().max() <= 1  # float64 grid vs float32 steps: at most one grey level
     assert (got == expected).float().mean() > 0.99
+
+
+# --- issue 27: the oracle, sources once per profile, snapshots, the protocol's sets ----------------------------
+
+def test_protocol_sets_pool_holds_every_training_set_and_the_reference_is_everything_else():
+    from madlib.data.images import protocol_sets
+
+    protocol = protocol_sets("digits", size=8, pool=100)
+    train, train_labels = load_images("digits", "train", size=8, dtype="uint8")
+    test, _ = load_images("digits", "test", size=8, dtype="uint8")
+    assert protocol.reference_count == len(train) + len(test) - 100
+    for n in (10, 40, 100):  # CASD's "first n samples" of the training split, taken from the pool
+        mine, labels = protocol.first(n)
+        theirs, their_labels = casd.first_n_balanced(train, train_labels, n)
+        assert torch.equal(mine, theirs) and torch.equal(labels, their_labels)
+    # the pool and the reference share no image: each reference image is matched against every pool image
+    flat_pool, flat_ref = protocol.pool_images.flatten(1).int(), protocol.reference.flatten(1).int()
+    same = (flat_ref[:, None, :] == flat_pool[None, :, :]).all(-1)
+    pool_index = casd.first_n_index(train_labels, 100)
+    duplicates_in_data = (train.flatten(1).int()[:, None, :] == flat_pool[None]).all(-1).sum() - 100
+    assert same.sum() == duplicates_in_data  # only images the dataset itself holds twice (digits has none)
+    assert same.sum() == 0 and len(set(pool_index.tolist())) == 100
+    sub = protocol_sets("digits", size=8, pool=40, classes=[0, 1, 2, 3])
+    assert set(sub.pool_labels.tolist()) == {0, 1, 2, 3} and sub.first(8)[1].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_the_oracle_trains_on_n_plus_m_real_images_and_never_on_a_synthetic_one():
+    from madlib.data.images import protocol_sets
+
+    protocol = protocol_sets("digits", size=8, pool=100)
+    synthetic = _images(60, 0, 255, 3)
+    real, none = casd.cell_training_set("oracle", protocol, 20, 60, synthetic)
+    assert none is None and torch.equal(real, protocol.first(80)[0])
+    assert not (real.flatten(1).int()[:, None] == synthetic.flatten(1).int()[None]).all(-1).any()
+    real, synth = casd.cell_training_set("casd", protocol, 20, 30, synthetic)
+    assert torch.equal(real, protocol.first(20)[0]) and torch.equal(synth, synthetic[:30])
+    assert casd.cell_training_set("dm", protocol, 20, 60, synthetic)[1] is None
+    with pytest.raises(ValueError, match="needs at least m = 90 synthetic images; got 60"):
+        casd.cell_training_set("sda", protocol, 20, 90, synthetic)
+    assert casd.cell_key("oracle", "good", 20, 60) == "oracle/none/n=20/m=60"
+
+
+def test_snapshots_are_the_ema_after_their_images_seen_and_keyed_apart(tmp_path):
+    real = _images(32, 0, 255, 4)
+    settings = casd.EDMSettings(**{**TINY.settings(), "images_seen": 64})
+    assert casd.snapshot_steps([32, 64], 32, 16) == {2: 32, 4: 64}
+    assert casd.snapshot_steps([40], 8, 16) == {5: 40}  # the batch is clipped to the set
+    fit = casd.dm_train(real, settings, 0, snapshot_images=[32], cache_dir=tmp_path)
+    short = casd.dm_train(real, casd.EDMSettings(**{**TINY.settings(), "images_seen": 32}), 0)
+    # the snapshot after 32 images is the EMA network of a run stopped there
+    for a, b in zip(fit.snapshots[32].net.state_dict().values(), short.net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert fit.snapshots[32].key == f"{fit.key}@32" and fit.key != casd.dm_train(real, settings, 0).key
+    again = casd.dm_train(real, settings, 0, snapshot_images=[32], cache_dir=tmp_path)
+    assert again.from_cache and torch.equal(casd.heun_sample(again.snapshots[32], 8, settings, 1),
+                                            casd.heun_sample(fit.snapshots[32], 8, settings, 1))
+
+
+def test_a_source_is_trained_once_and_reused_by_every_seed_with_the_same_bytes(tmp_path):
+    spec = casd.SourceSpec("good", "digits", images_seen=64, snapshot_images=(32,))
+    common = dict(settings=TINY.settings(), dataset="digits", pool=100, classes=None, eval_samples=16,
+                  source_seed=1000, cache_dir=str(tmp_path), n=20, m=40, synthetic_m=40)
+    cells = [casd.run_cell(method="casd", source={"spec": spec.plain(), "snapshot": 32}, seed=s, eval_seed=50 + s,
+                           synthetic_seed=2000 + s, **common) for s in (0, 1)]
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and "source" in p.name)
+    assert len(files) == 1  # one source file (with its snapshot) for both seeds
+    first = casd.source_fit(spec, TINY, 1000, cache_dir=tmp_path)
+    assert first.from_cache and casd.source_fit(spec, TINY, 1000, snapshot=32, cache_dir=tmp_path).key == f"{first.key}@32"
+    # each seed draws its own synthetic set from the one source; a second call reads the same bytes back
+    sets = [casd.synthetic_set(first.snapshots[32], 40, TINY, 2000 + s, cache_dir=tmp_path) for s in (0, 1)]
+    assert not torch.equal(sets[0], sets[1])
+    again = casd.run_cell(method="casd", source={"spec": spec.plain(), "snapshot": 32}, seed=0, eval_seed=50,
+                          synthetic_seed=2000, **common)
+    assert again["from_cache"] and torch.equal(again["images"], cells[0]["images"])
+    assert (again["metrics"]["fid"], again["metrics"]["kid"]) == (cells[0]["metrics"]["fid"], cells[0]["metrics"]["kid"])
+    with pytest.raises(ValueError, match=r"snapshot must be one of the source's snapshot_images \[32\] or None; got 16"):
+        casd.source_fit(spec, TINY, 1000, snapshot=16, cache_dir=tmp_path)

@@ -44,6 +44,7 @@ so an interrupted build leaves either the whole file or none. ``cache_dir=None``
 from __future__ import annotations
 
 import time
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -391,15 +392,28 @@ def cell_training_set(method: str, protocol, n: int, m: int, synthetic: torch.Te
     return real, synthetic[:m]
 
 
+@functools.lru_cache(maxsize=4)
+def _protocol(dataset: str, size: int, pool: int, classes, device: str, k: int):
+    # one per worker process and protocol: the real sets, the classifier and the reference's features, read once
+    from madlib.data.images import protocol_sets
+    from madlib.metrics import load_lenet
+    from madlib.metrics.images import HeldOutMetrics
+
+    protocol = protocol_sets(dataset, size=size, pool=pool, classes=None if classes is None else list(classes))
+    lenet = load_lenet(device=device)
+    return protocol, lenet, HeldOutMetrics(protocol.reference, lenet, k=k)
+
+
 def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, settings: dict, dataset: str,
              pool: int, classes: list | None, eval_samples: int, eval_seed: int, source_seed: int = 1000,
              synthetic_m: int | None = None, synthetic_seed: int = 2000, curve_images: list | tuple = (),
-             curve_samples: int = 500, near_copy_ssim: float | None = None, cache_dir: str | None = None) -> dict:
+             curve_samples: int = 500, near_copy_ssim: float | None = None, k: int = 5, cache_dir: str | None = None) -> dict:
     """One (method, source, n, m, seed) cell end to end, from plain arguments (a :func:`madlib.sweep.sweep` cell
     that any lane can run): train the method (cached), draw ``eval_samples`` images with noise ``eval_seed`` and
     measure them with the protocol (:func:`sample_metrics`) against the reference of :func:`protocol_sets`
     (``dataset``, ``pool``, ``classes``); FID / KID of ``curve_samples`` images (same latents) of the EMA snapshots at
-    ``curve_images`` images seen and of the final network (the FID-against-budget curve); with ``near_copy_ssim``,
+    ``curve_images`` images seen and of the final network (the FID-against-budget curve; ``curve_samples`` at most
+    ``eval_samples``); with ``near_copy_ssim``,
     the nearest-training-image similarity of the samples to the cell's real training images.
 
     ``source``: None (DM, oracle) or ``{"spec": SourceSpec.plain(), "snapshot": images seen or None}``, trained
@@ -408,12 +422,13 @@ def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, set
     Returns plain data: ``metrics``, ``curve`` {images seen: {fid, kid}}, ``memorization`` (or None), ``images``
     (uint8), ``train_seconds`` / ``images_per_s`` (None from the cache), ``sample_seconds``, ``from_cache``, ``key``.
     """
-    from madlib.data.images import protocol_sets
-    from madlib.metrics import load_lenet, lenet_features, memorization
-    from madlib.metrics.images import HeldOutMetrics
+    from madlib.metrics import lenet_features, memorization
 
     settings = EDMSettings(**settings)
-    protocol = protocol_sets(dataset, size=settings.image_size, pool=pool, classes=classes)
+    if curve_images and check_int("curve_samples", curve_samples, minimum=2) > check_int("eval_samples", eval_samples, minimum=2):
+        raise ValueError(f"curve_samples must be at most eval_samples = {eval_samples} (the final point of the curve reads "
+                         f"the first curve_samples evaluation images); got {curve_samples}")
+    protocol, lenet, held = _protocol(dataset, settings.image_size, pool, None if classes is None else tuple(classes), settings.device, k)
     synthetic = None
     if method in ("sda", "casd"):
         if source is None:
@@ -427,9 +442,7 @@ def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, set
     start = time.perf_counter()
     images = sample_method(method, fit, eval_samples, settings, eval_seed)
     sample_seconds = time.perf_counter() - start
-    lenet = load_lenet(device=settings.device)
-    held = HeldOutMetrics(protocol.reference, lenet)
-    metrics = sample_metrics(images, held, lenet)
+    metrics = sample_metrics(images, held, lenet, k=k)
     curve = {}
     if budget:
         for b, snap in sorted(fit.snapshots.items()):
@@ -451,20 +464,14 @@ def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, set
 
 
 def run_source(*, spec: dict, settings: dict, seed: int, dataset: str, pool: int, classes: list | None,
-               eval_samples: int, eval_seed: int, cache_dir: str | None = None) -> dict:
+               eval_samples: int, eval_seed: int, k: int = 5, cache_dir: str | None = None) -> dict:
     """Train (or load) one source with its snapshots, from plain arguments (a sweep cell), and measure the final
     network and each snapshot on ``eval_samples`` Heun samples with noise ``eval_seed`` against the protocol's
     reference: {images seen: metrics} (the final under ``spec["images_seen"]``), plus the training time."""
-    from madlib.data.images import protocol_sets
-    from madlib.metrics import load_lenet
-    from madlib.metrics.images import HeldOutMetrics
-
     settings = EDMSettings(**settings)
     spec = SourceSpec.from_plain(spec)
     fit = train_source(spec, settings, seed, cache_dir=cache_dir)
-    protocol = protocol_sets(dataset, size=settings.image_size, pool=pool, classes=classes)
-    lenet = load_lenet(device=settings.device)
-    held = HeldOutMetrics(protocol.reference, lenet)
-    reads = {b: sample_metrics(heun_sample(f, eval_samples, settings, eval_seed), held, lenet)
+    _, lenet, held = _protocol(dataset, settings.image_size, pool, None if classes is None else tuple(classes), settings.device, k)
+    reads = {b: sample_metrics(heun_sample(f, eval_samples, settings, eval_seed), held, lenet, k=k)
              for b, f in [*sorted(fit.snapshots.items()), (spec.images_seen, fit)]}
     return {"metrics": reads, "train_seconds": fit.train_seconds, "from_cache": fit.from_cache, "key": fit.key}

@@ -1,20 +1,19 @@
-"""CASD-0/1 at the smoke profile: the Table 1 grid and the Fig. 2 sweep hold every (method, source, n, m, seed), DM
-has one cell per n (it never depends on the source), the sources are measured, and the archive holds the samples.
-Every claim's level is recomputed from the JSON's numbers: its preconditions (the good source's bar, headroom at n: DM
-data-limited, a biased source worse than DM, real data that helps DM) and Student's t interval over seeds of its paired
-quantity against its margin. A constructed case runs the notebook's claims cell on the review's numbers (n = 400: DM
-8.8 against a good source of 8.1), where the old "in every seed" reading said "not held" and the new one "not testable"."""
+"""CASD-0/1 at the smoke profile (issue 27's design): the data-limited cell (DM, oracle, SDA and CASD with the good and
+the weak source), the m sweep, the no-headroom control, every seed; the sources trained once (one key), the weak source
+an EMA snapshot of the good one; the protocol's reference outside every training set; FID-against-budget curves from
+snapshots; the archive. Every claim's level is recomputed from the JSON's numbers (preconditions first, then Student's t
+interval over seeds against the stated margin). Constructed cases run the notebook's claims cell: the review's n = 400
+cell (DM 8.8 against a source of 8.1) reads not testable where the old reading said "not held", and a CASD that beats DM
+at n = 100 reads held once the oracle and the source show headroom."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from madlib.data import load_sample_archive
-from madlib.figures import FigureRecord, Precondition, seed_spread, with_spread
 from madlib.methods import casd
 
-from tests.figures.levels import check_level
+from tests.figures.levels import check_level, run_claims_cell, t_level
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "casd_1_effective_data.ipynb"
 CLAIMS_CELL = "3dfb5dc1"
@@ -24,103 +23,105 @@ def test_casd_1_effective_data(smoke_build):
     record, _ = smoke_build("casd_1_effective_data")
     assert record["experiments"] == ["CASD-0", "CASD-1"]
     params, data = record["params"], record["data"]
-    seeds, n_values, m, n_sweep = params["seeds"], params["n_values"], params["m"], params["n_sweep"]
-    ms = sorted(params["m_values"])
-    pairs = [(a, b) for a in n_values for b in n_values if b >= 3 * a]
+    seeds, n_main, n_control, k = params["seeds"], params["n_main"], params["n_control"], params["m_factor"]
+    m_main = k * n_main
+    ms = [0, *sorted(params["m_sweep"]), m_main]
     claims = {c["id"]: c for c in record["claims"]}
-    assert set(claims) == ({"CASD-1.sources"} | {f"CASD-1.casd-beats-dm.{s}.n{n}" for s in ("good", "biased") for n in n_values}
-                           | {f"CASD-1.biased-source-{x}.n{n}" for x in ("hurts-sda", "spares-casd") for n in n_values}
-                           | {f"CASD-1.small-n-matches-larger-dm.n{a}-n{b}" for a, b in pairs}
-                           | {f"CASD-1.{x}.{s}" for x in ("casd-improves-with-m", "casd-beats-sda-over-m") for s in ("good", "biased")})
-    assert pairs, "the smoke grid has a pair n_large >= 3 n_small"
-    # the record is built from the parameters cell and the manifest's static scale text
-    assert record["scale"]["paper"].startswith("CIFAR-10") and len(record["scale"]["differences"]) == 4
-    assert "cache_dir" not in params and params["settings"]["images_seen"] == params["images_seen"]
-    assert len(seeds) == params["n_seeds"] >= 2
-    fid = {k: np.asarray(v) for k, v in data["fid"].items()}
-    assert sorted(k for k in fid if k.startswith("dm/")) == sorted(f"dm/none/n={n}/m=0" for n in n_values)
-    extra = [mm for mm in params["m_values"] if mm not in (0, m)]
-    assert len(fid) == len(n_values) * 5 + 4 * len(extra)
-    for key, values in fid.items():
-        assert np.shape(values) == (len(seeds),) and np.all(np.isfinite(values))
-        # real training images are closer to the held-out split than any model's samples at this budget
-        assert min(values) > data["floor"]["fid"], key
-    for name in ("good", "biased"):
-        assert np.shape(data["sources"][name]["fid"]) == (len(seeds),)
-    assert data["sources"]["biased"]["spec"]["dataset"] == params["biased_dataset"] != params["dataset"]
+    assert set(claims) == ({f"CASD-1.headroom.oracle.n{n_main}", "CASD-1.weak-source", "CASD-1.casd-improves-with-m.good", "CASD-1.oracle-bounds-casd"}
+                           | {f"CASD-1.headroom.source.n{n}" for n in [n_main, *n_control]}
+                           | {f"CASD-1.casd-beats-dm.{s}.n{n_main}" for s in ("good", "weak")} | {f"CASD-1.casd-beats-dm.good.n{n}" for n in n_control}
+                           | {f"CASD-1.{x}.n{n_main}" for x in ("weak-source-hurts-sda", "weak-source-spares-casd")}
+                           | {f"CASD-1.small-n-matches-larger-dm.n{n_main}-n{n}" for n in n_control}
+                           | {f"CASD-1.casd-beats-sda.{s}" for s in ("good", "weak")})
+    assert "cache_dir" not in params and params["settings"]["images_seen"] == params["images_seen"] and len(seeds) == params["n_seeds"] >= 2
+    assert params["lanes"] == 2  # built alone on 2 usable cores (the runner shares them out); the fits ran in worker processes
+    assert data["sweep"]["cells"] == len(data["cells"]) * len(seeds) and len({d["pid"] for d in data["sweep"]["devices"]}) >= 1
+    fid = {key: np.asarray(v) for key, v in data["metrics"]["fid"].items()}
+    expected = ({"dm/none/n=%d/m=0" % n for n in [n_main, *n_control]} | {f"oracle/none/n={n_main}/m={m_main}"}
+                | {f"{m}/{s}/n={n_main}/m={m_main}" for m in ("sda", "casd") for s in ("good", "weak")}
+                | {f"casd/good/n={n_main}/m={mm}" for mm in params["m_sweep"]} | {f"casd/good/n={n}/m={k * n}" for n in n_control})
+    assert set(fid) == expected
+    assert all(np.shape(v) == (len(seeds),) and np.all(np.isfinite(v)) for v in fid.values())
+    # the reference is every real image outside the pool that holds the training sets, and every fit was read on it
+    train = casd.load_images(params["dataset"], "train", size=params["image_size"])[1]
+    test = casd.load_images(params["dataset"], "test", size=params["image_size"])[1]
+    assert data["reference_count"] == len(train) + len(test) - params["pool"]
+    # sources: one training run (one key, shared by every seed); the weak source is one of its snapshots
+    assert data["sources"]["weak"]["snapshot_images_seen"] in params["source_snapshots"]
+    keys = {c["key"] for rows in data["cells"].values() for c in rows}
+    assert len(keys) == sum(len(rows) for rows in data["cells"].values())  # every (cell, seed) is its own fit
+    budgets = sorted(int(b) for b in data["cells"][f"dm/none/n={n_main}/m=0"][0]["curve"])
+    assert budgets == [params["images_seen"] // 4, params["images_seen"] // 2, params["images_seen"]]
 
     # the levels, recomputed from the JSON's numbers
-    good, biased = (np.asarray(data["sources"][s]["fid"]) for s in ("good", "biased"))
-    floor = data["floor"]["fid"]
-    dm = {n: fid[f"dm/none/n={n}/m=0"] for n in n_values}
-    good_bar = bool(good.mean() <= 2 * floor)
-    assert claims["CASD-1.sources"]["level"] == ("held" if good_bar and biased.mean() >= 3 * good.mean() else "not held")
-    dm_bar = {n: bool(np.mean([r["metrics"]["precision"] for r in data["cells"][f"dm/none/n={n}/m=0"]]) >= 0.5 * data["floor"]["precision"])
-              for n in n_values}
-    headroom = {n: bool(good.mean() <= 0.75 * dm[n].mean() and dm[n].mean() - good.mean() >= 2 * dm[n].std(ddof=1)) for n in n_values}
-    for name in ("good", "biased"):
-        for n in n_values:
-            check_level(claims[f"CASD-1.casd-beats-dm.{name}.n{n}"], dm[n] - fid[f"casd/{name}/n={n}/m={m}"], "greater", 0.0,
-                        [dm_bar[n], headroom[n]] + ([good_bar] if name == "good" else []))
-    for n in n_values:
-        worse = [dm_bar[n], bool(biased.mean() >= 2 * dm[n].mean())]
-        check_level(claims[f"CASD-1.biased-source-hurts-sda.n{n}"], fid[f"sda/biased/n={n}/m={m}"] / dm[n], "greater", 1.5, worse)
-        check_level(claims[f"CASD-1.biased-source-spares-casd.n{n}"], fid[f"casd/biased/n={n}/m={m}"] / dm[n], "less", 1.1, worse)
-    for a, b in pairs:
-        check_level(claims[f"CASD-1.small-n-matches-larger-dm.n{a}-n{b}"], fid[f"casd/good/n={a}/m={m}"] / dm[b], "less", 1.1,
-                    [dm_bar[a], dm_bar[b], good_bar, headroom[a], bool(dm[a].mean() >= 1.25 * dm[b].mean())])
-    for name in ("good", "biased"):
-        curve = {method: np.stack([dm[n_sweep] if mm == 0 else fid[f"{method}/{name}/n={n_sweep}/m={mm}"] for mm in ms], axis=1)
-                 for method in ("sda", "casd")}
-        check_level(claims[f"CASD-1.casd-improves-with-m.{name}"], np.diff(curve["casd"], axis=1).max(1), "less", 0.0,
-                    [dm_bar[n_sweep], headroom[n_sweep]] + ([good_bar] if name == "good" else []))
-        check_level(claims[f"CASD-1.casd-beats-sda-over-m.{name}"], (curve["sda"] - curve["casd"])[:, 1:].min(1), "greater", 0.0,
-                    [good_bar if name == "good" else bool(biased.mean() >= 3 * good.mean())])
+    precision = {key: np.asarray(v) for key, v in data["metrics"]["precision"].items()}
+    floor = data["floor"]
+    good, weak = (np.asarray(data["sources"][s]["fid"]) for s in ("good", "weak"))
+    dm = {n: fid[f"dm/none/n={n}/m=0"] for n in [n_main, *n_control]}
+    dm_bar = {n: bool(precision[f"dm/none/n={n}/m=0"].mean() >= 0.5 * floor["precision"]) for n in dm}
+    margin = {n: 2 * dm[n].std(ddof=1) for n in dm}
+    oracle = fid[f"oracle/none/n={n_main}/m={m_main}"]
+    check_level(claims[f"CASD-1.headroom.oracle.n{n_main}"], dm[n_main] - oracle, "greater", margin[n_main], [])
+    room = t_level(dm[n_main] - oracle, "greater", margin[n_main])[0] == "held"
+    headroom = {}
+    for n in dm:
+        check_level(claims[f"CASD-1.headroom.source.n{n}"], dm[n] - good, "greater", margin[n], [])
+        headroom[n] = t_level(dm[n] - good, "greater", margin[n])[0] == "held"
+    weak_ok = bool(3 <= (weak / good).mean() <= 7)
+    assert claims["CASD-1.weak-source"]["level"] == ("held" if weak_ok else "not held")
+    for name, n in [("good", n_main), ("weak", n_main)] + [("good", n) for n in n_control]:
+        check_level(claims[f"CASD-1.casd-beats-dm.{name}.n{n}"], dm[n] - fid[f"casd/{name}/n={n}/m={k * n}"], "greater", 0.0,
+                    [dm_bar[n], headroom[n] if name == "good" else room] + ([weak_ok] if name == "weak" else []))
+    worse = bool(weak.mean() >= 1.5 * dm[n_main].mean())
+    check_level(claims[f"CASD-1.weak-source-hurts-sda.n{n_main}"], fid[f"sda/weak/n={n_main}/m={m_main}"] / dm[n_main], "greater", 1.5,
+                [dm_bar[n_main], weak_ok, worse])
+    check_level(claims[f"CASD-1.weak-source-spares-casd.n{n_main}"], fid[f"casd/weak/n={n_main}/m={m_main}"] / dm[n_main], "less", 1.1,
+                [dm_bar[n_main], weak_ok, worse])
+    for n in n_control:
+        check_level(claims[f"CASD-1.small-n-matches-larger-dm.n{n_main}-n{n}"], fid[f"casd/good/n={n_main}/m={m_main}"] / dm[n], "less", 1.1,
+                    [dm_bar[n_main], dm_bar[n], headroom[n_main], bool(dm[n_main].mean() >= 1.25 * dm[n].mean())])
+    curve = np.stack([dm[n_main]] + [fid[f"casd/good/n={n_main}/m={mm}"] for mm in ms[1:]], axis=1)
+    check_level(claims["CASD-1.casd-improves-with-m.good"], np.diff(curve, axis=1).max(1), "less", 0.0, [dm_bar[n_main], headroom[n_main]])
+    for name in ("good", "weak"):
+        check_level(claims[f"CASD-1.casd-beats-sda.{name}"], fid[f"sda/{name}/n={n_main}/m={m_main}"] - fid[f"casd/{name}/n={n_main}/m={m_main}"],
+                    "greater", 0.0, [dm_bar[n_main]] + ([weak_ok] if name == "weak" else []))
+    check_level(claims["CASD-1.oracle-bounds-casd"], fid[f"casd/good/n={n_main}/m={m_main}"] - oracle, "greater", 0.0, [room])
 
-    # every cell of a seed was measured on eval_samples images against the whole held-out split
-    cell = data["cells"][f"casd/good/n={n_values[0]}/m={m}"][0]["metrics"]
-    assert cell["n_fake"] == params["eval_samples"] and abs(sum(cell["class_shares"]) - 1) < 1e-9
     archive = load_sample_archive(data["samples_archive"])
     assert len(archive) == len(fid) * len(seeds) + 2 * len(seeds)
-    shown = archive[f"casd/biased/n={n_values[-1]}/m={m}/seed={seeds[-1]}"]
-    assert shown.images.shape == (params["archive_per_set"], 1, params["image_size"], params["image_size"])
-    assert shown.images.dtype == np.uint8
+    shown = archive[f"casd/weak/n={n_main}/m={m_main}/seed={seeds[-1]}"]
+    assert shown.images.shape == (params["archive_per_set"], 1, params["image_size"], params["image_size"]) and shown.images.dtype == np.uint8
 
 
-def run_claims(namespace):
-    """Run the notebook's claims cell on constructed numbers; returns {id: claim} of the record it fills."""
-    nb = json.loads(NOTEBOOK.read_text())
-    source = "".join(next(c for c in nb["cells"] if c.get("id") == CLAIMS_CELL)["source"])
-    record = FigureRecord(name="casd_1_effective_data", experiments=["CASD-0", "CASD-1"], profile="custom", params={}, seed=0, scale={})
-    exec(source, {"np": np, "casd": casd, "Precondition": Precondition, "seed_spread": seed_spread, "with_spread": with_spread,
-                  "record": record, **namespace})
-    return {c.id: c for c in record.claims}
+def _constructed(dm100, dm400, good, oracle, casd100, casd400, weak=40.0):
+    """The claims cell's inputs for n_main = 100, n_control = [400], m = 10 n, three seeds, from mean FIDs."""
+    jitter = np.array([0.4, -0.3, -0.1])
+    fid = {"dm/none/n=100/m=0": dm100 + 2 * jitter, "dm/none/n=400/m=0": dm400 + jitter, "oracle/none/n=100/m=1000": oracle + jitter,
+           "casd/good/n=100/m=1000": casd100 + jitter, "casd/good/n=100/m=250": (casd100 + dm100) / 2 + jitter,
+           "sda/good/n=100/m=1000": casd100 + 3 + jitter, "casd/weak/n=100/m=1000": casd100 + 2 + jitter, "sda/weak/n=100/m=1000": weak + jitter,
+           "casd/good/n=400/m=4000": casd400 + jitter}
+    read = {"fid": fid, "precision": {key: np.full(3, 0.9) for key in fid}, "kid": {key: np.full(3, 0.01) for key in fid}}
+    key = {"DM": "dm/none/n=100/m=0", "oracle": "oracle/none/n=100/m=1000",
+           **{f"{m.upper()} {s}": f"{m}/{s}/n=100/m=1000" for s in ("good", "weak") for m in ("sda", "casd")}}
+    return dict(read=read, fid=fid, key=key, casd=casd, floor={"fid": 1.5, "precision": 0.97}, n_main=100, n_control=[400], m_factor=10, m_main=1000,
+                ms=[0, 250, 1000], sources={"good": 0, "weak": 0}, weak_at=30000, select_fid={30000: 20.0, 300000: 4.0},
+                source_fid={"good": good + jitter, "weak": 5 * good + jitter})
 
 
-def test_no_headroom_reads_not_testable():
-    """The review's n = 400 cell: DM(400) 8.8 against a good source of 8.1 (10x the real data buys 0.7 FID), CASD 20-22.
-    The old reading called "CASD beats DM" not held there; with no headroom the claim cannot be decided: not testable.
-    At n = 100 (DM 24 against 8.1) the same numbers are read."""
-    n_values, m = [100, 400], 2000
-    fid = {"dm/none/n=100/m=0": np.array([21.3, 28.9, 22.6]), "dm/none/n=400/m=0": np.array([8.6, 9.1, 8.7])}
-    for name, level in (("good", 21.0), ("biased", 55.0)):
-        for n in n_values:
-            fid[f"sda/{name}/n={n}/m={m}"] = level + 2 + np.array([0.5, -0.3, 0.1])
-            fid[f"casd/{name}/n={n}/m={m}"] = level + np.array([0.4, -0.2, 0.3])
-    results = {key: [{"metrics": {"precision": 0.85}}] * 3 for key in fid}
-    claims = run_claims(dict(results=results, source_fid={"good": np.array([7.9, 8.3, 8.1]), "biased": np.array([110.0, 127.0, 125.0])}, fid=fid,
-                             floor={"fid": 5.0, "precision": 0.96}, n_values=n_values, m=m, m_values=[0, m], n_sweep=100,
-                             sources={"good": 0, "biased": 0}, train_labels=np.zeros(4000)))
-    assert claims["CASD-1.sources"].level == "held"
-    assert claims["CASD-1.casd-beats-dm.good.n400"].level == "not testable"
+def test_no_headroom_reads_not_testable_and_headroom_lets_the_claim_be_read():
+    # the review's n = 400: DM(400) 8.8 against a good source of 8.1 (ten times the real data buys 0.7 FID); CASD 12.7
+    claims = run_claims_cell(NOTEBOOK, CLAIMS_CELL, _constructed(dm100=24.0, dm400=8.8, good=8.1, oracle=10.0, casd100=12.0, casd400=12.7),
+                             experiments=("CASD-0", "CASD-1"))
+    assert claims["CASD-1.headroom.source.n400"].level == "not held"
+    assert claims["CASD-1.casd-beats-dm.good.n400"].level == "not testable"  # the old reading: "not held"
     assert [p["name"] for p in claims["CASD-1.casd-beats-dm.good.n400"].preconditions if not p["met"]] == ["headroom at n = 400"]
-    assert claims["CASD-1.casd-beats-dm.good.n100"].level in ("held", "inconclusive")  # 21 against 21-29: read, not refused
-    assert claims["CASD-1.casd-beats-dm.biased.n100"].level == "not held"
-    # a lenient source check passed a good source at 12 against a floor of 5 (3x bar); the 2x bar refuses it, and the good cells
-    # then read not testable
-    claims = run_claims(dict(results=results, source_fid={"good": np.array([11.8, 12.2, 12.0]), "biased": np.array([110.0, 127.0, 125.0])}, fid=fid,
-                             floor={"fid": 5.0, "precision": 0.96}, n_values=n_values, m=m, m_values=[0, m], n_sweep=100,
-                             sources={"good": 0, "biased": 0}, train_labels=np.zeros(4000)))
-    assert claims["CASD-1.sources"].level == "not held"
+    # at n = 100 DM is data-limited (24 against a source of 8.1 and an oracle of 10): CASD at 12 is read, and beats it
+    assert claims["CASD-1.headroom.oracle.n100"].level == claims["CASD-1.headroom.source.n100"].level == "held"
+    assert claims["CASD-1.casd-beats-dm.good.n100"].level == "held"
+    assert claims["CASD-1.weak-source"].level == "held" and claims["CASD-1.weak-source-hurts-sda.n100"].level == "held"
+    assert claims["CASD-1.oracle-bounds-casd"].level == "held"
+    # a source no better than DM(100) leaves nothing to add: the same CASD numbers are no longer read
+    claims = run_claims_cell(NOTEBOOK, CLAIMS_CELL, _constructed(dm100=24.0, dm400=8.8, good=23.5, oracle=10.0, casd100=12.0, casd400=12.7),
+                             experiments=("CASD-0", "CASD-1"))
     assert claims["CASD-1.casd-beats-dm.good.n100"].level == "not testable"
-    assert claims["CASD-1.small-n-matches-larger-dm.n100-n400"].level == "not testable"
+    assert claims["CASD-1.casd-improves-with-m.good"].level == "not testable"
