@@ -273,12 +273,13 @@ class SourceSpec:
     images_seen: int = 60_000
     description: str = ""
     snapshot_images: tuple[int, ...] = ()  # EMA snapshots kept along the budget (a weaker source at no extra cost)
+    per_class: int | None = None  # the first per_class training images of each class only (None: the whole split)
 
     def plain(self) -> dict:
         """The spec as plain JSON data (a sweep cell's argument; :meth:`from_plain` inverts it)."""
         return {"name": self.name, "dataset": self.dataset, "classes": None if self.classes is None else list(self.classes),
                 "images_seen": self.images_seen, "description": self.description,
-                "snapshot_images": list(self.snapshot_images)}
+                "snapshot_images": list(self.snapshot_images), "per_class": self.per_class}
 
     @classmethod
     def from_plain(cls, plain: dict) -> "SourceSpec":
@@ -287,11 +288,16 @@ class SourceSpec:
                       "snapshot_images": tuple(plain.get("snapshot_images", ()))})
 
     def training_images(self, image_size: int) -> torch.Tensor:
+        """uint8 images the source trains on: the training split in ``classes``, or with ``per_class`` its first
+        per_class images of each class (inside every figure's protocol pool of at least that many per class, so
+        the source never sees an image of a reference: :func:`madlib.data.images.protocol_sets`)."""
         images, labels = load_images(self.dataset, "train", size=image_size, dtype="uint8")
-        if self.classes is not None:
-            keep = torch.isin(labels, torch.as_tensor(list(self.classes)))
-            images = images[keep]
-        return images
+        classes = sorted(set(labels.tolist())) if self.classes is None else list(self.classes)
+        if self.per_class is not None:
+            per_class = check_int("per_class", self.per_class, minimum=1)
+            return images[balanced_index(labels, per_class * len(classes), classes=classes,
+                                         where=f"{self.dataset}'s training split")]
+        return images[torch.isin(labels, torch.as_tensor(classes))]
 
 
 def train_source(spec: SourceSpec, settings: EDMSettings, seed: int, *, cache_dir=None, progress: bool = False) -> Fit:
