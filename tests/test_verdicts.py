@@ -37,6 +37,17 @@ def test_a_failed_precondition_makes_a_claim_not_testable_whatever_its_numbers()
     assert decide(held=True, preconditions=[Precondition("bar", "x", met=True)]) == "held"
 
 
+def test_a_precondition_from_a_check_claim_is_met_only_when_that_claim_reads_held():
+    record = FigureRecord(name="t", experiments=["CASD-1"], profile="custom", params={}, seed=0, scale={})
+    for values, met in (([3.0, 3.5, 4.0], True), ([-1.0, 2.0, 0.5], False), ([-3.0, -2.0, -2.5], False)):
+        check = record.compare(f"check{met}{values[0]}", "headroom", source="s", quantity="q", values=values,
+                               direction="greater", margin=0.0)
+        pre = Precondition.from_claim(check)
+        assert pre.met is met and pre.measured == {"level": check.level} and pre.name == check.id
+        assert decide(comparison=Comparison("d", "greater", 0.0, _interval(5.0, 9.0)), preconditions=[pre]) == (
+            "held" if met else "not testable")
+
+
 def test_one_seed_never_reads_held():
     # One training says nothing of the spread between trainings: the interval is unbounded.
     assert Comparison("d", "greater", 0.0, seed_interval([3.0])).level == "inconclusive"

@@ -42,6 +42,12 @@ class Precondition:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_claim(cls, claim, name: str | None = None) -> "Precondition":
+        """The precondition that an earlier claim (a project check recorded as its own claim, e.g. a headroom or a
+        model bar) reads held; ``measured`` keeps its level."""
+        return cls(name or claim.id, f"{claim.id} reads held", met=claim.level == "held", measured={"level": claim.level})
+
 
 @dataclass(frozen=True)
 class Comparison:
