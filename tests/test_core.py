@@ -104,6 +104,25 @@ def test_from_scratch_the_initial_weights_are_the_first_draw_of_the_seed(digits)
         core.train(images.float(), CONFIG, images_seen=16, seed=7)
 
 
+def test_bf16_autocast_trains_and_samples_close_to_fp32_and_is_keyed_apart(tmp_path, digits):
+    # the GPU option, checked on the CPU: the same draws, the forward pass in bfloat16 (8 mantissa bits)
+    images, _ = digits
+    kw = dict(images_seen=64, seed=3, cache_dir=tmp_path, role="t", settings={"what": "precision"})
+    full, half = (core.train(images, CONFIG, precision=p, **kw) for p in ("fp32", "bf16"))
+    assert half.key != full.key and not half.loaded  # another number, another file
+    a, b = (torch.cat([v.flatten() for v in t.net.state_dict().values() if v.is_floating_point()]) for t in (full, half))
+    moved = (a - torch.cat([v.flatten() for v in CONFIG.network(int(torch.randint(2**31, (1,), generator=torch.Generator().manual_seed(3)))).state_dict().values()
+                            if v.is_floating_point()])).norm()
+    assert 0 < (a - b).norm() < 0.2 * moved  # different numbers, the same training (far less than what 4 steps moved)
+    assert all(v.dtype == torch.float32 for v in half.net.state_dict().values() if v.is_floating_point())
+    x = [core.sample(full.net, 16, seed=1, image_shape=(1, 8, 8), sigmas=CONFIG.sigmas(), precision=p) for p in ("fp32", "bf16")]
+    assert x[1].dtype == torch.uint8 and (x[0].float() - x[1].float()).abs().mean() < 8  # within a few grey levels on average
+    with pytest.raises(ValueError, match=r"precision must be one of \['bf16', 'fp32'\]; got 'fp16'"):
+        core.sample(full.net, 2, seed=1, image_shape=(1, 8, 8), sigmas=CONFIG.sigmas(), precision="fp16")
+    with pytest.raises(ValueError, match=r"precision must be one of"):
+        core.train(images, CONFIG, images_seen=16, seed=7, precision="half")
+
+
 # --- the caches: a hit returns the bytes the fit wrote ----------------------------------------------------------
 
 def test_a_core_cache_hit_returns_the_written_network_snapshots_and_stats(tmp_path, digits):

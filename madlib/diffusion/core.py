@@ -46,7 +46,7 @@ from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.guidance import constant_weight
 from madlib.diffusion.losses import edm_loss
 from madlib.diffusion.samplers import SAMPLERS, ddpm_ancestral_sampler, edm_heun_sampler, euler_ancestral_sampler
-from madlib.diffusion.training import TrainStats, train_ensemble
+from madlib.diffusion.training import PRECISIONS, TrainStats, autocast, train_ensemble
 
 if TYPE_CHECKING:
     from madlib.metrics.images import HeldOutMetrics
@@ -117,7 +117,8 @@ def train(images: torch.Tensor, config: EDMConfig, *, images_seen: int, seed: in
           label_dropout: float = 0.0, sources: torch.Tensor | None = None, num_classes: int = 0, num_sources: int = 0,
           loss: Callable = edm_loss, optimizer: str = "adam", weight_decay: float = 0.0,
           snapshot_steps: Sequence[int] = (), cache_dir=None, role: str | None = None, settings: dict | None = None,
-          key: str | None = None, checkpoint=None, checkpoint_every: int = 200, device: str | None = None, progress: bool = False) -> Trained:
+          key: str | None = None, checkpoint=None, checkpoint_every: int = 200, device: str | None = None,
+          precision: str = "fp32", progress: bool = False) -> Trained:
     # EDM Sec. 5 / Table 1 (preconditioning and loss), budget in images seen; the trainer is train_ensemble
     """Train one denoiser on uint8 ``images`` [N, C, H, W] (mapped onto :data:`PIXEL_RANGE`).
 
@@ -143,6 +144,8 @@ def train(images: torch.Tensor, config: EDMConfig, *, images_seen: int, seed: in
             the end (:func:`train_ensemble`): an interrupted call resumes from it with the same numbers (not with
             ``snapshot_steps``).
         device: where a network built here lives and trains (default CPU); a given network trains where it is.
+        precision: ``"fp32"`` or ``"bf16"`` (the forward pass under bf16 autocast; a GPU option, part of the cache
+            key when not fp32).
     """
     check_images("images", images)
     n = len(images)
@@ -151,6 +154,9 @@ def train(images: torch.Tensor, config: EDMConfig, *, images_seen: int, seed: in
     labels, sources = _check_labels("labels", labels, n), _check_labels("sources", sources, n)
     label_dropout = check_interval("label_dropout", label_dropout, 0.0, 1.0)
     snapshot_steps = sorted({check_int("snapshot_steps[i]", s, minimum=1) for s in snapshot_steps})
+    check_choice("precision", precision, PRECISIONS)
+    if precision != "fp32" and settings is not None:
+        settings = {**settings, "precision": precision}
     if snapshot_steps and checkpoint is not None:
         raise ValueError("snapshot_steps and checkpoint cannot be combined: the snapshots taken before an "
                          "interruption are not in the checkpoint; train without a checkpoint")
@@ -189,7 +195,8 @@ def train(images: torch.Tensor, config: EDMConfig, *, images_seen: int, seed: in
                                weight_decay=weight_decay, warmup=config.warmup, ema=average,
                                ema_decay=config.ema_decay, checkpoint=checkpoint,
                                checkpoint_every=checkpoint_every,
-                               after_step=after_step if wanted else None, progress=progress)
+                               after_step=after_step if wanted else None, precision=precision,
+                               progress=progress)
         out = model.eval() if average is None else average.eval().requires_grad_(False)
         return out, stats, snapshots
 
@@ -237,7 +244,7 @@ def sample(net: nn.Module | None, n: int, *, seed: int | torch.Generator, image_
            sampler: str = "heun", sigmas: torch.Tensor | None = None, schedule=None,
            labels: torch.Tensor | None = None, sources: int | None = None, guide=None, weight=0.0,
            predictors: Callable | None = None, sample_batch: int = 500, device=None,
-           clip_x0: tuple[float, float] | None = None, progress: bool = False) -> torch.Tensor:
+           clip_x0: tuple[float, float] | None = None, precision: str = "fp32", progress: bool = False) -> torch.Tensor:
     # EDM Algorithm 1 (Heun; CASD Alg. 2, SIMS), Euler-ancestral (ReDiFine), DDPM (MAD); (1 + w) primary - w guide
     """n uint8 images [n, C, H, W] (CPU) of ``net`` from latents drawn by ``seed`` (an int, or a CPU generator that
     the draws then continue), ``sample_batch`` at a time.
@@ -254,10 +261,13 @@ def sample(net: nn.Module | None, n: int, *, seed: int | torch.Generator, image_
         predictors: ``predictors(y, s) -> (primary, guide)`` prediction functions for one chunk (y [1, B] or None,
             s [1, B] or None), for a method whose guided pair shares work or records it (SIMS's shared encoder,
             ReDiFine's |eps_c - eps_u|); replaces ``net`` and ``guide``.
+        precision: ``"fp32"`` or ``"bf16"`` (network evaluations under bf16 autocast; the sampler's own steps stay
+            float32; a GPU option).
     """
     n = check_int("n", n, minimum=1)
     check_choice("sampler", sampler, SAMPLERS)
     sample_batch = check_int("sample_batch", sample_batch, minimum=1)
+    check_choice("precision", precision, PRECISIONS)
     if (net is None) == (predictors is None):
         raise ValueError("give exactly one of net and predictors")
     if sampler == "ddpm" and schedule is None:
@@ -283,7 +293,7 @@ def sample(net: nn.Module | None, n: int, *, seed: int | torch.Generator, image_
         s = None if sources is None else torch.full((1, b), int(sources), dtype=torch.int64, device=device)
         latents = torch.randn((1, b) + shape, generator=g).to(device)  # [1, B, C, H, W]
         primary, guide_fn = predictors(y, s) if predictors is not None else _predictors(net, guide, y, s)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, device):
             if sampler == "heun":
                 x = edm_heun_sampler(primary, latents, sigmas, guide=guide_fn, weight=weight)
             elif sampler == "euler_ancestral":

@@ -6,6 +6,7 @@ and decay of the learning rate, an EMA, checkpoints that resume with the same nu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -48,6 +49,18 @@ def lr_factor(step: int, steps: int, warmup_steps: int, decay: str) -> float:
     return warm
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(precision: str, device) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in: nothing for ``"fp32"``, bf16 autocast on ``device``'s type for ``"bf16"``
+    (convolutions and matmuls in bfloat16, reductions and the loss in float32; on a GPU about 2x the throughput)."""
+    check_choice("precision", precision, PRECISIONS)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
 def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, *, samples_seen: int,
                    batch_size: int = 256, lr: float = 1e-3, labels: torch.Tensor | None = None,
                    sources: torch.Tensor | None = None, cond_dropout: float = 0.0,
@@ -55,7 +68,7 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
                    warmup: int = 0, lr_decay: str = "constant", ema: torch.nn.Module | None = None,
                    ema_decay: float = 0.999, checkpoint: str | os.PathLike | None = None,
                    checkpoint_every: int = 200, after_step: Callable[[], None] | None = None,
-                   progress: bool = False) -> TrainStats:
+                   precision: str = "fp32", progress: bool = False) -> TrainStats:
     """Train every member of ``net`` on its own dataset (Adam or AdamW on its trainable parameters).
 
     data [R, N, ...] (points [R, N, d] or images [R, N, C, H, W]; member r sees only data[r]);
@@ -70,7 +83,9 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
 
     Schedule: ``warmup`` samples seen of linear warm-up, then ``lr_decay`` "constant" or "cosine" (to 0
     at the last step). ``ema``: a copy of ``net`` moved towards it after every step with
-    ``ema_decay`` (:func:`ema_update`). ``after_step()`` runs after every step.
+    ``ema_decay`` (:func:`ema_update`). ``after_step()`` runs after every step. ``precision``: ``"fp32"``,
+    or ``"bf16"`` for the forward pass and loss under bf16 autocast on the data's device (weights, gradients,
+    optimiser and EMA stay float32; a GPU option, :func:`autocast`).
 
     ``checkpoint``: a file that holds the whole training state (weights, optimiser, EMA, generator,
     epoch permutation, step) every ``checkpoint_every`` steps and at the end, written atomically. A
@@ -99,9 +114,11 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
     opt = OPTIMIZERS[optimizer](params, lr=lr, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, warmup_steps, lr_decay))
     rows = torch.arange(members, device=data.device)[:, None]
+    check_choice("precision", precision, PRECISIONS)
     identity = {"format": _CHECKPOINT_FORMAT, "steps": steps, "batch": batch, "data_shape": list(data.shape),
                 "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-                "lr_decay": lr_decay, "cond_dropout": cond_dropout, "ema": ema is not None, "ema_decay": ema_decay}
+                "lr_decay": lr_decay, "cond_dropout": cond_dropout, "ema": ema is not None, "ema_decay": ema_decay,
+                **({"precision": precision} if precision != "fp32" else {})}
     state = {"step": 0, "order": None, "pos": n, "losses": torch.zeros(members)}
     if checkpoint is not None and Path(checkpoint).exists():
         state = _load_checkpoint(Path(checkpoint), identity, net, opt, sched, ema, generator)
@@ -124,7 +141,8 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
             cond["y"] = y
         if sources is not None:
             cond["s"] = sources[rows, idx]
-        losses = loss_fn(net, data[rows, idx], generator=generator, **cond)
+        with autocast(precision, data.device):
+            losses = loss_fn(net, data[rows, idx], generator=generator, **cond)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()

@@ -32,6 +32,8 @@ accepts ``x`` [1, B, C, H, W] as the losses, samplers and :func:`train_ensemble`
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import torch
@@ -218,7 +220,8 @@ class UNet(nn.Module):
         if self.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
         emb = self.embed(x, t, y, s)
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        # amp: this network's own bf16; otherwise a caller's autocast (core.train / core.sample precision) reaches in
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext():
             out = self._unet(h, emb)
         return out.to(x.dtype).reshape(x.shape)
 
