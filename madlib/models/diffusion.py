@@ -30,6 +30,12 @@ Two recipes (``recipe``, :data:`RECIPES`), both epsilon prediction, Adam at a co
   (``train_ensemble``: ceil(epochs N / batch) steps), where the notebook walks the data in order with a
   smaller last batch.
 
+Two options change how the base is trained, for the SIMS-1 premise check (issue 26), and keep today's numbers
+when left out: ``ema_decay`` (an exponential moving average of the base's weights, updated after every Adam step
+and started at its initial weights, is the base model that is sampled and fine-tuned; the auxiliary fine-tune,
+with the base's settings, keeps its own EMA started at those weights and is sampled through it) and ``aux_lr``
+(the auxiliary fine-tune's constant rate; None: the base's, SIMS's "same training hyperparameters", S:335).
+
 :meth:`DiffusionFamily.guidance_decomposition` splits the auxiliary model's difference from the base
 into the part shared by independent fine-tunings and their spread, against the base's own error
 (exact for Gaussian P_r), over a sweep of fine-tuning budgets.
@@ -45,14 +51,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from madlib._checks import check_choice, check_covariance, check_int
+from madlib._checks import check_choice, check_covariance, check_int, check_interval
 from madlib.diffusion._random import randn
 from madlib.diffusion.guidance import check_weight, constant_weight
 from madlib.diffusion.losses import ddpm_eps_loss
 from madlib.diffusion.networks import EnsembleMLP, EnsembleResidualMLP
 from madlib.diffusion.samplers import ddpm_ancestral_sampler, toy_ddpm_sampler
 from madlib.diffusion.schedules import cosine_schedule, toy_cosine_schedule
-from madlib.diffusion.training import finetune_copy, train_ensemble
+from madlib.diffusion.training import train_ensemble
 from madlib.theory.gaussian import fit_gaussian, gaussian_stats, w2_gaussian
 
 
@@ -92,6 +98,11 @@ class DiffusionFamily:
         width, depth: the ``"madlib"`` MLP; width, blocks: the ``"toy-diffusion"`` residual MLP.
         base_epochs, aux_epochs, n_aux: SIMS-1's 100 epochs, 50 epochs and n_s = 2000 by default.
         batch_size, lr: Adam's batch (clipped to the data size) and constant rate, base and auxiliary alike.
+        ema_decay: None (the default: the base model is the last Adam step), or the decay in [0, 1) of an EMA
+            of the weights, theta_ema <- decay theta_ema + (1 - decay) theta after every step, started at the
+            initial weights; the EMA is then the model (sampled, and the auxiliary model's start), and the
+            auxiliary fine-tune keeps an EMA of its own with the same decay. Decay 0 is the last step itself.
+        aux_lr: the auxiliary fine-tune's constant rate (None: ``lr``, the base model's own settings).
         eval_samples, eval_seed: the fixed samples that ``summary`` measures each generation with.
         empirical_points: if > 0, ``summary`` also records the exact empirical W2 (POT) between this many
             of the eval samples and as many fixed points of P_r (biased up at small sizes: a check on
@@ -102,7 +113,8 @@ class DiffusionFamily:
                  width: int = 64, depth: int = 4, blocks: int = 2, base_epochs: int = 100, aux_epochs: int = 50,
                  n_aux: int = 2000,
                  batch_size: int = 2048, lr: float = 1e-3, eval_samples: int = 2000, eval_seed: int = 0,
-                 empirical_points: int = 0, device: str = "cpu"):
+                 empirical_points: int = 0, ema_decay: float | None = None, aux_lr: float | None = None,
+                 device: str = "cpu"):
         self.mean = np.atleast_1d(np.asarray(mean, float))
         self.cov = check_covariance("cov", np.atleast_2d(cov), dim=self.mean.shape[0])
         self.runs = check_int("runs", runs, minimum=1)
@@ -121,6 +133,8 @@ class DiffusionFamily:
         self.aux_epochs = check_int("aux_epochs", aux_epochs, minimum=1)
         self.n_aux = check_int("n_aux", n_aux, minimum=1)
         self.batch_size, self.lr = check_int("batch_size", batch_size, minimum=1), float(lr)
+        self.ema_decay = None if ema_decay is None else check_interval("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+        self.aux_lr = None if aux_lr is None else check_interval("aux_lr", aux_lr, 0.0, math.inf, low_open=True)
         self.eval_samples = check_int("eval_samples", eval_samples, minimum=2)
         self.eval_seed = check_int("eval_seed", eval_seed, minimum=0)
         self.empirical_points = check_int("empirical_points", empirical_points, minimum=0)
@@ -132,12 +146,22 @@ class DiffusionFamily:
     def dim(self) -> int:
         return self.mean.shape[0]
 
+    @property
+    def aux_rate(self) -> float:
+        """The auxiliary fine-tune's rate: ``aux_lr``, or the base's ``lr`` when it is None."""
+        return self.lr if self.aux_lr is None else self.aux_lr
+
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self.mean.tobytes() + self.cov.tobytes()).hexdigest()[:16]
         net = f"{self.width}x{self.depth}" if self.recipe == "madlib" else f"toy-diffusion, {self.blocks} blocks of {self.width}"
         return (f"DiffusionFamily(runs={self.runs}, w={self.w}, T={self.schedule.steps}, {net}, "
                 f"epochs={self.base_epochs}/{self.aux_epochs}, n_aux={self.n_aux}, batch={self.batch_size}, "
-                f"lr={self.lr}, P_r={digest})")
+                f"lr={self.lr}{self._option_text()}, P_r={digest})")
+
+    def _option_text(self) -> str:
+        # only the options that are set, so that a default family keeps its fingerprint (and its checkpoints)
+        return ((f", ema={self.ema_decay}" if self.ema_decay is not None else "")
+                + (f", aux_lr={self.aux_lr}" if self.aux_lr is not None else ""))
 
     def true_model(self):
         raise ValueError("a diffusion loop starts from real data: set n_ini in the LoopSpec")
@@ -151,6 +175,19 @@ class DiffusionFamily:
                                device=self.device)
         return EnsembleResidualMLP(members, self.dim, width=self.width, blocks=self.blocks, generator=generator,
                                    device=self.device)
+
+    def _train(self, net: torch.nn.Module, points: torch.Tensor, samples_seen: int, lr: float, generator: torch.Generator,
+               after_step=None) -> torch.nn.Module:
+        """Train ``net`` in place on points [R, N, d] and return the model this family uses: ``net`` itself, or (with
+        ``ema_decay``) its EMA, started at ``net``'s weights before the first step. ``after_step(model)`` sees that model."""
+        ema = None if self.ema_decay is None else copy.deepcopy(net)
+        model = net if ema is None else ema
+        kw = {} if ema is None else dict(ema=ema, ema_decay=self.ema_decay)
+        if after_step is not None:
+            kw["after_step"] = lambda: after_step(model)
+        train_ensemble(net, points, self._loss, samples_seen=samples_seen, batch_size=self.batch_size, lr=lr,
+                       generator=generator, **kw)
+        return model
 
     def _draw(self, model: SimsModel, n: int, generator: torch.Generator, member_w=None) -> torch.Tensor:
         member_w = self.member_w if member_w is None else np.asarray(member_w, float)
@@ -182,13 +219,12 @@ class DiffusionFamily:
         # SIMS Algorithm 1, steps 1-3 (w = 0: standard training, step 1 only)
         g = torch.Generator().manual_seed(data.seed)
         n = data.points.shape[1]
-        base = self._new_net(self.members, g)
-        settings = dict(batch_size=self.batch_size, lr=self.lr, generator=g)
-        train_ensemble(base, data.points, self._loss, samples_seen=self.base_epochs * n, **settings)
+        base = self._train(self._new_net(self.members, g), data.points, self.base_epochs * n, self.lr, g)
         if not self.member_w.any():
             return SimsModel(base, None)
         synthetic = self._draw(SimsModel(base, None), self.n_aux, g)
-        aux, _ = finetune_copy(base, synthetic, self._loss, samples_seen=self.aux_epochs * self.n_aux, **settings)
+        # a copy of the base fine-tuned on S alone with the base's settings (its EMA, if any, starts at the base)
+        aux = self._train(copy.deepcopy(base), synthetic, self.aux_epochs * self.n_aux, self.aux_rate, g)
         return SimsModel(base, aux)
 
     def summary(self, model: SimsModel) -> dict[str, np.ndarray]:
@@ -229,7 +265,9 @@ class DiffusionFamily:
         Generation 1 of SIMS-1 (Algorithm 1, steps 1-3), taken apart. For each run r a base model is
         trained on D_r exactly as :meth:`fit` does; ``aux_seeds`` = K auxiliary models are fine-tuned from it,
         each on its own n_aux base samples, and snapshotted after ``budgets`` (epochs of n_aux points; SIMS
-        sweeps the budget B, S:358-366) at each learning rate of ``lrs`` (None: the base's). At probe points
+        sweeps the budget B, S:358-366) at each learning rate of ``lrs`` (None: the family's auxiliary rate
+        :attr:`aux_rate`; with ``ema_decay`` the snapshot is the fine-tune's EMA at that step, which is what a
+        fine-tune of that budget gives). The base is trained as :meth:`fit` trains it (its EMA, if any). At probe points
         x_t ~ P_r noised to every sampled step t (``probe_points`` per step), with the exact eps* of P_r:
 
             e   = eps_base - eps*                      the base model's error
@@ -253,14 +291,12 @@ class DiffusionFamily:
         if not budgets:
             raise ValueError("budgets must hold at least one fine-tuning budget (epochs)")
         k_seeds = check_int("aux_seeds", aux_seeds, minimum=2)
-        lrs = [self.lr] if lrs is None else [float(v) for v in lrs]
+        lrs = [self.aux_rate] if lrs is None else [float(v) for v in lrs]
         w_grid = [check_weight(float(v)) for v in w_grid]
         eval_samples = self.eval_samples if eval_samples is None else check_int("eval_samples", eval_samples, minimum=2)
         runs, points = self.runs, data.points[:self.runs]  # the first weight's members: each run's D_r once
         g = torch.Generator().manual_seed(data.seed)
-        base = self._new_net(runs, g)
-        train_ensemble(base, points, self._loss, samples_seen=self.base_epochs * points.shape[1],
-                       batch_size=self.batch_size, lr=self.lr, generator=g)
+        base = self._train(self._new_net(runs, g), points, self.base_epochs * points.shape[1], self.lr, g)
         tiled = _tile_members(base, k_seeds)  # member k * runs + r = seed k of run r
         synthetic = self._draw(SimsModel(tiled, None), self.n_aux, g, member_w=np.zeros(k_seeds * runs))
 
@@ -294,18 +330,16 @@ class DiffusionFamily:
             raise ValueError(f"budgets must be distinct (in optimiser steps of batch {batch}); got {budgets}")
         unguided = None
         for i, lr in enumerate(lrs):
-            aux = copy.deepcopy(tiled)
             snapshots = {}
             done = [0]
 
-            def snapshot():
+            def snapshot(model):  # the model after each step: the fine-tune itself, or its EMA
                 done[0] += 1
                 if done[0] in at_step:
-                    snapshots[at_step[done[0]]] = copy.deepcopy(aux)
+                    snapshots[at_step[done[0]]] = copy.deepcopy(model)
 
             fg = torch.Generator().manual_seed(data.seed + 1)  # the same batches at every learning rate
-            train_ensemble(aux, synthetic, self._loss, samples_seen=max(budgets) * self.n_aux, batch_size=self.batch_size,
-                           lr=lr, generator=fg, after_step=snapshot)
+            self._train(copy.deepcopy(tiled), synthetic, max(budgets) * self.n_aux, lr, fg, after_step=snapshot)
             for j in range(n_b):
                 d = (predict(snapshots[j], k_seeds * runs) - eps_base.repeat(k_seeds, 1, 1)).reshape(
                     k_seeds, runs, -1, self.dim)  # [K, R, P, d]
