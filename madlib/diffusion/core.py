@@ -33,6 +33,7 @@ Conventions (one for every caller):
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from madlib.metrics.images import HeldOutMetrics
 
 __all__ = ["PIXEL_RANGE", "Trained", "train", "sample", "evaluate", "to_network_range",
-           "to_uint8_images", "check_images"]
+           "to_uint8_images", "check_images", "budget_steps"]
 
 PIXEL_RANGE = (-1.0, 1.0)  # the networks see images mapped linearly from 0..255 onto [-1, 1]
 
@@ -106,6 +107,13 @@ def _check_labels(name: str, labels, n: int) -> torch.Tensor | None:
         raise ValueError(f"{name} must be integer labels [{n}] (one per image); got {labels.dtype} "
                          f"{tuple(labels.shape)}")
     return labels.long()
+
+
+def budget_steps(budgets, n_images: int, batch_size: int, *, name: str = "budgets") -> dict[int, int]:
+    """{budget: optimiser step} for budgets in images seen, as :func:`train` counts them: ceil(budget / batch), the
+    batch clipped to the ``n_images`` of the set (the ``snapshot_steps`` that keep a snapshot after each budget)."""
+    batch = min(check_int("batch_size", batch_size, minimum=1), check_int("n_images", n_images, minimum=1))
+    return {int(b): math.ceil(check_int(f"{name}[i]", b, minimum=1) / batch) for b in budgets}
 
 
 def _cpu_state(net: nn.Module) -> dict:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import time
 import functools
-import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -152,8 +151,7 @@ def _new_denoiser(settings: EDMSettings, conditional: bool, seed: int) -> EDMPre
 def snapshot_steps(snapshot_images, n_images: int, batch_size: int) -> dict[int, int]:
     """{optimiser step: images seen} of EMA snapshots taken after ``snapshot_images`` images seen (rounded up to a
     whole step; the core clips the batch to the set's size)."""
-    batch = min(batch_size, n_images)
-    return {math.ceil(check_int("snapshot_images[i]", b, minimum=1) / batch): int(b) for b in snapshot_images}
+    return {step: b for b, step in core.budget_steps(snapshot_images, n_images, batch_size, name="snapshot_images").items()}
 
 
 def _fit(role: str, images: torch.Tensor, sources: torch.Tensor | None, settings: EDMSettings, seed: int,
@@ -365,18 +363,20 @@ def cell_key(method: str, source: str | None, n: int, m: int) -> str:
 
 
 def run_method(method: str, real: torch.Tensor, synthetic: torch.Tensor | None, settings: EDMSettings, seed: int, *,
-               reference: torch.Tensor, lenet, eval_samples: int, eval_seed: int, cache_dir=None,
+               reference, lenet, eval_samples: int, eval_seed: int, cache_dir=None, snapshot_images=(), k: int = 5,
                progress: bool = False) -> dict:
-    """One cell of a CASD table: train ``method`` (or load it from the cache), draw ``eval_samples`` images with
-    the shared Heun sampler and fixed noise ``eval_seed``, and measure them against ``reference``
-    (:func:`sample_metrics`). Returns ``{"metrics", "images", "train_seconds", "images_per_s",
+    """One cell of a CASD table: train ``method`` (or load it from the cache; EMA snapshots at ``snapshot_images``),
+    draw ``eval_samples`` images with the shared Heun sampler and fixed noise ``eval_seed``, and measure them against
+    ``reference`` (:func:`sample_metrics`). Returns ``{"metrics", "images", "fit", "train_seconds", "images_per_s",
     "sample_seconds", "from_cache"}`` (train times are None for a cached fit)."""
-    fit = train_method(method, real, synthetic, settings, seed, cache_dir=cache_dir, progress=progress)
+    fit = train_method(method, real, synthetic, settings, seed, cache_dir=cache_dir, progress=progress,
+                       snapshot_images=snapshot_images)
     start = time.perf_counter()
     images = sample_method(method, fit, eval_samples, settings, eval_seed)
     sample_seconds = time.perf_counter() - start
-    return {"metrics": sample_metrics(images, reference, lenet), "images": images, "train_seconds": fit.train_seconds,
-            "images_per_s": fit.images_per_s, "sample_seconds": sample_seconds, "from_cache": fit.from_cache}
+    return {"metrics": sample_metrics(images, reference, lenet, k=k), "images": images, "fit": fit,
+            "train_seconds": fit.train_seconds, "images_per_s": fit.images_per_s, "sample_seconds": sample_seconds,
+            "from_cache": fit.from_cache}
 
 
 # --- One cell of a grid, as a sweep cell (plain data in and out; runs in any lane) ---------------------------
@@ -444,11 +444,9 @@ def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, set
         synthetic = synthetic_set(fit, synthetic_m or m, settings, synthetic_seed, cache_dir=cache_dir)
     real, synthetic = cell_training_set(method, protocol, n, m, synthetic)
     budget = [int(b) for b in curve_images if int(b) < settings.images_seen]
-    fit = train_method(method, real, synthetic, settings, seed, cache_dir=cache_dir, snapshot_images=budget)
-    start = time.perf_counter()
-    images = sample_method(method, fit, eval_samples, settings, eval_seed)
-    sample_seconds = time.perf_counter() - start
-    metrics = sample_metrics(images, held, lenet, k=k)
+    out = run_method(method, real, synthetic, settings, seed, reference=held, lenet=lenet, eval_samples=eval_samples,
+                     eval_seed=eval_seed, cache_dir=cache_dir, snapshot_images=budget, k=k)
+    fit, images = out.pop("fit"), out["images"]
     curve = {}
     if budget:
         for b, snap in sorted(fit.snapshots.items()):
@@ -464,9 +462,7 @@ def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, set
         memo = {"mean_nearest_ssim": found.mean_nearest_ssim, "near_copy_share": found.near_copy_share,
                 "mean_nearest_feature_distance": found.mean_nearest_feature_distance,
                 "nearest_ssim": found.nearest_ssim, "nearest_index": found.nearest_index}
-    return {"metrics": metrics, "curve": curve, "memorization": memo, "images": images, "key": fit.key,
-            "train_seconds": fit.train_seconds, "images_per_s": fit.images_per_s, "sample_seconds": sample_seconds,
-            "from_cache": fit.from_cache, "reference_count": protocol.reference_count}
+    return out | {"curve": curve, "memorization": memo, "key": fit.key, "reference_count": protocol.reference_count}
 
 
 def run_source(*, spec: dict, settings: dict, seed: int, dataset: str, pool: int, classes: list | None,

@@ -25,7 +25,6 @@ MNIST). Training (with its cache and the snapshots along B) and sampling are :fu
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -163,7 +162,7 @@ def train_auxiliary(base: SIMSModel, synthetic: torch.Tensor, config: SIMSConfig
     if trainable is not None:
         trainable(net)
     batch = min(config.batch_size, len(synthetic))
-    steps = {b: math.ceil(b / batch) for b in budgets}
+    steps = core.budget_steps(budgets, len(synthetic), config.batch_size)
     fit = core.train(synthetic, config, images_seen=budgets[-1], seed=seed, net=net,
                      snapshot_steps=list(steps.values()), device=device, progress=progress)
     return {b: SIMSModel(fit.snapshots[steps[b]], steps[b] * batch, fit.stats) for b in budgets}
