@@ -24,9 +24,9 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from madlib._checks import check_int
+from madlib._checks import check_choice, check_int
 
-__all__ = ["Interval", "seed_interval", "paired_bootstrap"]
+__all__ = ["Interval", "seed_interval", "paired_bootstrap", "least_favourable"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,16 @@ def paired_bootstrap(statistic: Callable[..., float], *sets, n_boot: int = 1000,
     low, high = np.quantile(replicates, [0.5 - confidence / 2, 0.5 + confidence / 2])
     return Interval(float(statistic(*arrays)), float(low), float(high), confidence,
                     f"paired percentile bootstrap, {n_boot} replicates", int(n))
+
+
+def least_favourable(intervals, direction: str) -> Interval:
+    """One interval for a claim read on several cells or readouts, each of which must pass: for ``"greater"`` the
+    lowest estimate, low and high, for ``"less"`` the highest (held only where every one holds, not held where one
+    does not)."""
+    intervals = [iv for iv in intervals if iv is not None]
+    if not intervals:
+        raise ValueError("intervals must hold at least one Interval")
+    pick = {"greater": min, "less": max}[check_choice("direction", direction, ("greater", "less"))]
+    return Interval(pick(iv.estimate for iv in intervals), pick(iv.low for iv in intervals), pick(iv.high for iv in intervals),
+                    intervals[0].confidence, f"least favourable of {len(intervals)}: {intervals[0].method}",
+                    min(iv.n for iv in intervals))

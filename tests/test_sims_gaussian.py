@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from madlib.diffusion.training import train_ensemble
-from madlib.methods.sims_gaussian import (BASE_RECIPES, choose_loop_recipes, forgetting_window, least_favourable, loop_readout,
+from madlib.methods.sims_gaussian import (BASE_RECIPES, choose_loop_recipes, forgetting_window, loop_readout,
                                           premise_reading, real_floors, recipe_settings, sims_gaussian_loop, split_runs)
 from madlib.models.diffusion import DiffusionFamily
-from madlib.stats import Interval, seed_interval
+from madlib.stats import Interval, least_favourable, seed_interval
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

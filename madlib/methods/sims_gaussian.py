@@ -17,7 +17,7 @@ and what the notebook reads from them: :func:`premise_reading` and :func:`choose
 recipe, chosen on the selection bases and read on the report bases; the loop's recipe), :func:`forgetting_window`
 (the generation from which E[dist(G_t)] is flat within its noise: the start of the G_inf window),
 :func:`loop_readout` (the quantities of the SIMS-1 claims, on one distance and one summary over runs: the mean, or
-a trimmed mean that a few blown-up runs cannot drive), :func:`least_favourable` and :func:`real_floors`.
+a trimmed mean that a few blown-up runs cannot drive), :func:`madlib.stats.least_favourable` and :func:`real_floors`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 from madlib._checks import check_choice, check_int, check_interval
-from madlib.stats import Interval, seed_interval
+from madlib.stats import Interval, least_favourable, seed_interval  # noqa: F401 - least_favourable: stays importable here
 
 __all__ = ["BASE_RECIPES", "choose_loop_recipes", "describe_recipe", "forgetting_window", "least_favourable",
            "loop_readout", "premise_reading", "real_floors", "recipe_settings", "sims_gaussian_loop", "sims_premise",
@@ -340,19 +340,6 @@ def loop_readout(dist: dict, ws, *, conv_from: int, selection, report, trim: flo
     out["self_improvement"] = [_paired_interval(g1[first][k] - g1[first][k0], trim, picks_diff, f"paired {name}")
                                for k in pos]
     return out
-
-
-def least_favourable(intervals, direction: str) -> Interval:
-    """One interval for a claim read on several cells or readouts, each of which must pass: for ``"greater"`` the
-    lowest estimate, low and high, for ``"less"`` the highest (held only where every one holds, not held where one
-    does not)."""
-    intervals = [iv for iv in intervals if iv is not None]
-    if not intervals:
-        raise ValueError("intervals must hold at least one Interval")
-    pick = {"greater": min, "less": max}[check_choice("direction", direction, ("greater", "less"))]
-    return Interval(pick(iv.estimate for iv in intervals), pick(iv.low for iv in intervals), pick(iv.high for iv in intervals),
-                    intervals[0].confidence, f"least favourable of {len(intervals)}: {intervals[0].method}",
-                    min(iv.n for iv in intervals))
 
 
 def real_floors(mean, cov, *, n_moment: int, n_empirical: int, draws: int = 20, eval_seed: int = 0, seed: int = 0) -> dict:
