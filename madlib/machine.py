@@ -11,8 +11,13 @@ import functools
 import os
 import platform
 import time
+from contextlib import contextmanager
 
-__all__ = ["LANES_ENV", "cpu_model", "usable_cores", "build_lanes", "matmul_gflops", "machine_info"]
+__all__ = ["LANES_ENV", "ONE_THREAD", "environment", "cpu_model", "usable_cores", "build_lanes", "matmul_gflops",
+           "machine_info"]
+
+# The environment of a one-thread lane: torch / OpenMP, MKL and numpy's OpenBLAS each on one thread.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 # Set by ``python -m madlib.figures build`` for every notebook kernel it starts: how many figures it runs at once.
 LANES_ENV = "MADLIB_BUILD_LANES"
@@ -86,3 +91,19 @@ def machine_info(*, probe: bool = True) -> dict:
     if probe:
         info["matmul_gflops_1thread"] = round(matmul_gflops(), 1)
     return info
+
+
+@contextmanager
+def environment(values: dict[str, str]):
+    """``os.environ`` updated with ``values`` inside the block: every process started there (a build's notebook
+    kernels, a sweep's lanes) inherits them, and the thread pools they start read them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -308,22 +308,16 @@ def _check_picklable(cell_fn, cells: list[dict]) -> None:
 # --- the executors ----------------------------------------------------------------------------------------
 # Each runs the pending cells and calls done(i, value, device) or failed(i, message) as each one ends.
 
-def _one_thread_lane() -> None:
-    # a worker of the local executor: one torch / OpenMP thread, so that L lanes never oversubscribe L cores
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def _run_lanes(fn, cells, paths, pending, retries, done, failed, lanes):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    # spawn: a fresh interpreter per lane (fork would copy this process's torch thread pool and state)
+    from madlib.machine import ONE_THREAD, environment
+
+    # spawn: a fresh interpreter per lane (fork would copy this process's torch thread pool and state), started
+    # inside ONE_THREAD, so that torch, MKL and OpenBLAS each start one thread: L lanes never oversubscribe L cores
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(lanes, len(pending)), mp_context=context,
-                             initializer=_one_thread_lane) as pool:
+    with environment(ONE_THREAD), ProcessPoolExecutor(max_workers=min(lanes, len(pending)), mp_context=context) as pool:
         running = {pool.submit(_run_cell, fn, cells[i], paths[i]): (i, 1) for i in pending}
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

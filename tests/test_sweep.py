@@ -93,7 +93,19 @@ def test_failed_cells_are_named_kept_apart_and_rerun_alone(tmp_path):
     assert (again.jobs, again.skipped) == (1, 1) and again.values[1]["square"] == 1
 
 
-def test_local_lanes_equal_a_plain_loop_in_one_thread_processes(tmp_path, in_process):
+def threads_seen(index: int) -> dict:
+    """A cell that reports the thread settings of the process it runs in (module-level: a lane imports it by name)."""
+    import torch
+
+    return {"torch": torch.get_num_threads(), **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+
+
+def test_local_lanes_equal_a_plain_loop_in_one_thread_processes(tmp_path, in_process, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a two-thread parent (a kernel given both cores) starts one-thread lanes
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    seen = sweep(threads_seen, [dict(index=i) for i in range(2)], options={"lanes": 2}, progress=False).values
+    assert seen == [{"torch": 1, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}] * 2
+    assert os.environ["OMP_NUM_THREADS"] == "2" and "OPENBLAS_NUM_THREADS" not in os.environ  # the parent's, restored
     lanes = sweep(fresh_limits, GRID, options={"lanes": 2}, result_dir=tmp_path, progress=False)
     assert all(same_limits(a, b) for a, b in zip(lanes.values, in_process))
     assert (lanes.executor, lanes.jobs, lanes.skipped) == ("local", 4, 0)

@@ -20,7 +20,7 @@ from madlib.figures.gallery import write_gallery_after_build
 from madlib.figures.manifest import RUNNER_OWNED, RUNNER_PARAMETERS, FigureEntry, load_manifest
 from madlib.figures.params import ParameterError, notebook_parameters, resolve_parameters
 from madlib.figures.record import atomic_write_text, default_out_dir, level_counts, repo_root, write_claims_summary
-from madlib.machine import LANES_ENV, matmul_gflops, usable_cores
+from madlib.machine import LANES_ENV, environment, matmul_gflops, usable_cores
 
 
 @dataclass
@@ -318,21 +318,6 @@ def lane_environment(jobs: int, lanes: int, cores: int, environ=None) -> dict[st
             "MKL_NUM_THREADS": str(min(_positive_int(environ.get("MKL_NUM_THREADS")) or omp, share)),
             "OPENBLAS_NUM_THREADS": str(min(_positive_int(environ.get("OPENBLAS_NUM_THREADS")) or 1, share)),
             LANES_ENV: str(lanes)}
-
-
-@contextmanager
-def _environment(values: dict[str, str]):
-    """``os.environ`` updated with ``values`` inside the block (every kernel started there inherits them)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _share_cores_with_lanes(plans, jobs: int, cores: int) -> None:
@@ -676,7 +661,7 @@ def build(names: Iterable[str] = (), *, profile: str = "default", out_dir: str |
                      else list(range(len(plans))))
             with _KERNELS_LOCK:
                 _STOPPING.clear()
-            with _environment(lane_environment(jobs, lanes, cores)):
+            with environment(lane_environment(jobs, lanes, cores)):
                 _build_in_lanes(plans, order, lanes, out, executed, quiet, stream, results,
                                 lambda: time.perf_counter() - start)
     except KeyboardInterrupt:
