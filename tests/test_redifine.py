@@ -13,10 +13,14 @@ from madlib.diffusion.guidance import cfg_scale_from_w, guided_prediction
 from madlib.diffusion.samplers import euler_ancestral_sampler
 from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.metrics import collapse_rate, image_metrics, lenet_features, load_lenet
-from madlib.methods.redifine import (BranchedDenoiser, ChainResult, balanced_subset, below_cap, blank_cap, blank_share,
-                                     cfg_schedule, chain_of_diffusion, collapses, finetune_from_m0,
-                                     fit_truncation_ratios, generate_one_per_prompt, iteration_one_bar, m0_bar,
-                                     m0_quality, pretrain_m0, seed_readouts, weights_digest)
+from madlib.figures import FigureRecord
+from madlib.methods.redifine import (NUM_ATTRIBUTE_PROMPTS, AttributePromptNet, BranchedDenoiser, ChainResult,
+                                     attribute_cuts, attribute_prompts, balanced_subset, below_cap, blank_cap,
+                                     blank_share, calibrated_high_cfg, cfg_fid_sweep, cfg_schedule, chain_of_diffusion,
+                                     collapses, fid_auc, finetune_from_m0, fit_truncation_ratios,
+                                     generate_one_per_prompt, guidance_decomposition, image_attributes,
+                                     iteration_one_bar, iteration_one_sweep, m0_bar, m0_quality, pretrain_m0,
+                                     prompt_classes, restyle, seed_readouts, weights_digest, white_share)
 from madlib.theory.traits import trait_recursion
 
 TINY = dict(dataset="digits", image_size=8, base_channels=8, images_seen=256, batch_size=32, warmup=0)
@@ -94,8 +98,8 @@ def test_condition_dropout_zero_leaves_the_unconditional_branch_untouched(m0, d0
     reference = m0.net(x, sigma, None)
     y = torch.arange(6)[None]
     for method in ("lora", "full"):
-        tuned = finetune_from_m0(m0.net, images, labels, method=method, cond_dropout=0.0, epochs=3.0, batch_size=10,
-                                 lr=1e-2, seed=0)
+        tuned = finetune_from_m0(m0.net, images, labels, method=method, cond_dropout=0.0, untrained_uncond="m0",
+                                 epochs=3.0, batch_size=10, lr=1e-2, seed=0)
         assert torch.equal(tuned.net(x, sigma, None), reference)  # the unconditional branch is M_0's exactly
         assert not torch.allclose(tuned.net(x, sigma, y), m0.net(x, sigma, y))  # the conditional one learnt
         # a mixed batch answers the no-label rows with M_0 and the labelled rows with the fine-tuned network
@@ -208,7 +212,8 @@ def test_at_cap_reads_fid_within_tol_of_the_cap_or_half_the_images_blank():
     assert chain.blank_shares().tolist() == [0.0, 0.0, 0.0, 0.0, 0.5]
     assert chain.at_cap(100.0).tolist() == [False, False, True, True]
     assert chain.at_cap(100.0, tol=0.025).tolist() == [False, True, True, True]
-    assert chain.at_cap(100.0, blank=0.6).tolist() == [False, False, True, False]
+    assert chain.at_cap(100.0, blank=0.6).tolist() == [False, False, True, True]  # its blank half is white too
+    assert chain.at_cap(100.0, blank=0.6, white=0.6).tolist() == [False, False, True, False]
     short = _chain(sets[:4] + [sets[5]], [10.0, 20.0, 30.0, 40.0])  # 4 of 9 blank: below half
     assert short.at_cap(100.0).tolist() == [False] * 4
 
@@ -220,7 +225,8 @@ def test_readouts_of_known_sets():
     checker = checker.expand(6, 1, 8, 8)
     chain = _chain([noise, white, checker], [30.0, 50.0])  # D_1 blank (at the cap), D_2 not
     out = chain.readouts(cap=100.0)
-    assert list(out) == ["power_above_0.25", "pixel_sd", "extreme_share", "blank_share", "at_cap"]
+    assert list(out) == ["power_above_0.25", "relative_power", "pixel_sd", "extreme_share", "white_share",
+                         "blank_share", "saturated", "at_cap"]
     # power above r = 0.25: a constant image has only DC; a checkerboard of 0 and 1 puts all its non-DC power at the
     # Nyquist corner (r = 0.71), by Parseval sum x^2 - (sum x)^2 / 64 = 32 - 16 = 16
     x = noise.double().numpy()[:, 0] / 255
@@ -234,7 +240,9 @@ def test_readouts_of_known_sets():
     raw = noise.numpy()
     assert out["extreme_share"].tolist() == [float(np.mean((raw <= 7) | (raw >= 248))), 1.0, 1.0]
     assert out["blank_share"].tolist() == [0.0, 1.0, 0.0]
-    assert out["at_cap"].tolist() == [True, False]
+    assert out["white_share"].tolist() == [float(np.mean(raw >= 248)), 1.0, 0.5]
+    assert out["saturated"].tolist() == [True, True]  # D_1 blank (and white), D_2 half white
+    assert out["at_cap"].tolist() == [True, True]
     assert "at_cap" not in chain.readouts()
     # over seeds: rows are the chains, seeds leading
     other = _chain([noise, noise, white], [30.0, 40.0])
@@ -286,7 +294,8 @@ def test_below_cap_fails_when_any_seed_reaches_the_cap():
     one = below_cap("baseline", low, 100.0)
     assert one.met and one.name == "below the blank cap (baseline)"
     assert one.requirement.startswith("no D_k (k = 1..K) within 2% of the blank cap (FID 100.0, an all-white set")
-    assert one.measured == {"fid_max": 20.0, "blank_share_max": 0.0, "cap": 100.0}
+    white = max(float(np.mean(x.numpy() >= 248)) for x in sets[1:])
+    assert one.measured == {"fid_max": 20.0, "blank_share_max": 0.0, "white_share_max": white, "cap": 100.0}
     seeds = below_cap("best", [low, high], 100.0)
     assert not seeds.met and "of any seed within 2%" in seeds.requirement
     assert seeds.measured["fid_max"] == 99.0
@@ -299,3 +308,215 @@ def test_collapses_needs_a_positive_rate_in_every_seed():
     seeds = collapses("baseline", np.array([0.5, -0.1]))
     assert not seeds.met and seeds.name == "baseline collapses" and "in every seed" in seeds.requirement
     assert collapses("baseline", np.array([0.5, 0.1])).met
+
+
+# ------------------------------------------------------------------ issue 28: readouts that can show the effects
+def test_white_pixels_and_saturated_sets_are_detected_on_the_images():
+    noise = _noise(10, seed=4)
+    half_white = noise.clone()
+    half_white[:, :, :4] = 255  # rows 0..3 of 8 white: at least half the pixels
+    black = torch.zeros(10, 1, 8, 8, dtype=torch.uint8)  # blank, not white
+    raw = half_white.numpy()
+    assert white_share(half_white) == pytest.approx(np.mean(raw >= 248)) and white_share(half_white) >= 0.5
+    assert white_share(black) == 0.0 and white_share(torch.full((3, 1, 8, 8), 248, dtype=torch.uint8)) == 1.0
+    chain = _chain([noise, noise, half_white, black], [10.0, 11.0, 12.0])  # FID far below any cap
+    assert chain.saturated().tolist() == [False, True, True]
+    assert chain.at_cap(1000.0).tolist() == [False, True, True]  # the images decide, not the FID
+    assert chain.at_cap(1000.0, white=0.9).tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="margin"):
+        white_share(noise, margin=-1)
+
+
+def test_fid_auc_is_the_trapezoid_area_under_fid_k():
+    assert fid_auc([1.0, 2.0, 4.0]) == pytest.approx(1.5 + 3.0)
+    np.testing.assert_allclose(fid_auc(np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 3.0]])), [4.5, 6.0])
+    # a chain that starts bad and stays bad: Eq. 3's rate 0, a large area
+    flat, rising = np.full(6, 100.0), np.linspace(10.0, 60.0, 6)
+    assert collapse_rate(flat) == 0.0 < collapse_rate(rising) and fid_auc(flat) > fid_auc(rising)
+    assert _chain([_noise(4)] * 3, [2.0, 6.0]).fid_auc == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="fid must be"):
+        fid_auc([1.0])
+
+
+def test_a_claim_decided_by_the_fid_cap_reads_not_testable():
+    sets = [_noise(10, s) for s in range(3)]
+    capped = [_chain(sets, [20.0, 99.0]), _chain(sets, [25.0, 99.5])]  # FID_K within 2% of the cap 100
+    rates = np.array([c.fid[-1] - c.fid[0] for c in capped])
+    record = FigureRecord("t", ["RDF-4"], "custom", {}, 0, {})
+    decided = record.compare("capped", "collapses", source="test", quantity="rate", values=rates, direction="greater",
+                             margin=0.0, preconditions=[below_cap("baseline", capped, 100.0)])
+    assert decided.level == "not testable" and not decided.preconditions[0]["met"]
+    # the same numbers on a chain below the cap read from the interval (two seeds, both far above 0: held)
+    free = record.compare("free", "collapses", source="test", quantity="rate", values=rates, direction="greater",
+                          margin=0.0, preconditions=[below_cap("baseline", capped, 1000.0)])
+    assert free.level == "held"
+    # a blank D_K with an FID far below the cap is caught by its images
+    blank = _chain(sets[:2] + [torch.zeros(10, 1, 8, 8, dtype=torch.uint8)], [20.0, 40.0])
+    assert not below_cap("baseline", blank, 1000.0).met
+
+
+class _Constructed(torch.nn.Module):
+    """D(x; sigma, y) = x / 2 + sigma (c + e_y) for a label y, x / 2 for none: d = eps_c - eps_u = -(c + e_y) exactly."""
+
+    num_classes = 3
+
+    def __init__(self, c, e):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.c, self.e = c, e  # [1, 4, 4], [3, 1, 4, 4]
+
+    def forward(self, x, sigma, y=None):
+        out = x / 2
+        if y is None:
+            return out
+        shift = self.c + self.e[y.clamp(max=2)]  # [1, B, 1, 4, 4]
+        return torch.where((y < 3)[..., None, None, None], out + sigma[..., None, None, None] * shift, out)
+
+
+def test_guidance_decomposition_splits_a_known_difference_into_style_and_prompt():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(1, 4, 4, generator=g, dtype=torch.float64).float()
+    e = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64).float()
+    e = e - e.mean(0)  # zero mean over the prompts: e is the prompt part, c the style part
+    images = _noise(5, seed=1, size=4)
+    out = guidance_decomposition(_Constructed(c, e), images, torch.arange(3), sigmas=(0.5, 2.0), seed=3)
+    style, prompt = float((c**2).sum()), float((e**2).sum((1, 2, 3)).mean())
+    np.testing.assert_allclose(out["style_sq"], style, rtol=1e-5)
+    np.testing.assert_allclose(out["prompt_sq"], prompt, rtol=1e-5)
+    np.testing.assert_allclose(out["total_sq"], style + prompt, rtol=1e-5)
+    np.testing.assert_allclose(out["style_share"], style / (style + prompt), rtol=1e-5)
+    norms = (c + e).flatten(1).norm(dim=1).double().mean()
+    np.testing.assert_allclose(out["mean_norm"], float(norms), rtol=1e-5)
+    assert out["sigma"].tolist() == [0.5, 2.0]
+    with pytest.raises(ValueError, match="prompts"):
+        guidance_decomposition(_Constructed(c, e), images, torch.tensor([1]))
+
+
+def test_shared_branch_changes_the_no_label_pass_and_the_frozen_one_is_m0(m0, d0):
+    images, labels = d0
+    x = torch.randn(1, 6, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    sigma = torch.full((1, 6), 0.8)
+    reference = m0.net(x, sigma, None)
+    kw = dict(cond_dropout=0.0, epochs=3.0, batch_size=10, lr=1e-2, seed=0)
+    shared = finetune_from_m0(m0.net, images, labels, **kw)  # the default: the adapter is active on the empty label
+    assert not isinstance(shared.net, BranchedDenoiser)
+    assert (shared.net(x, sigma, None) - reference).abs().max() > 1e-4
+    frozen = finetune_from_m0(m0.net, images, labels, untrained_uncond="m0", **kw)
+    assert torch.equal(frozen.net(x, sigma, None), reference)  # bit for bit
+    # the frozen branch differs from the shared one by the style part of the guidance difference only in its uncond
+    before = guidance_decomposition(m0.net, images[:6], torch.arange(10), sigmas=(1.0,), seed=0)
+    after = guidance_decomposition(shared.net, images[:6], torch.arange(10), sigmas=(1.0,), seed=0)
+    for out in (before, after):
+        assert 0 <= out["style_share"][0] <= 1
+        assert out["total_sq"][0] == pytest.approx(out["style_sq"][0] + out["prompt_sq"][0], rel=1e-9)
+    with pytest.raises(ValueError, match="untrained_uncond must be one of"):
+        finetune_from_m0(m0.net, images, labels, untrained_uncond="frozen")
+
+
+def test_calibrated_high_cfg_is_the_largest_cfg_within_the_factor_of_the_best():
+    grid, fid = [1.0, 1.5, 2.0, 3.0, 7.5], [10.0, 9.0, 11.0, 12.0, 30.0]
+    assert calibrated_high_cfg(grid, fid) == 2.0  # 11 <= 1.25 x 9 = 11.25 < 12
+    assert calibrated_high_cfg(grid, fid, factor=1.4) == 3.0
+    assert calibrated_high_cfg(grid, fid, factor=1.0) == 1.5
+    with pytest.raises(ValueError, match="factor"):
+        calibrated_high_cfg(grid, fid, factor=0.9)
+    with pytest.raises(ValueError, match="cfg_grid and fid"):
+        calibrated_high_cfg(grid, fid[:3])
+
+
+def test_cfg_sweeps_are_the_samples_of_each_cfg_against_their_reference(m0, d0, lenet):
+    images, labels = d0
+    sweep = cfg_fid_sweep(m0.net, labels, images, labels, lenet, cfg_grid=[1.0, 3.0], steps=4, seed=2)
+    for i, c in enumerate([1.0, 3.0]):
+        again, _ = generate_one_per_prompt(m0.net, labels, weight=cfg_schedule(cfg_scale=c), steps=4, seed=2)
+        expected = image_metrics(again, labels, images, labels, lenet)
+        assert sweep["fid"][i] == pytest.approx(expected["fid"], rel=1e-6)
+        assert sweep["accuracy"][i] == pytest.approx(expected["accuracy"])
+        assert sweep["white_share"][i] == white_share(again) and sweep["blank_share"][i] == blank_share(again)
+    assert sweep["cfg"].tolist() == [1.0, 3.0]
+    one = iteration_one_sweep(m0.net, images, labels, lenet, cfg_grid=[1.0, 2.0], steps=4, seed=1, epochs=1.0,
+                              batch_size=10)
+    assert one["fid"].shape == (2,) and np.all(one["fid"] > 0) and one["finetune_seconds"] > 0
+    with pytest.raises(ValueError, match="cfg_grid"):
+        cfg_fid_sweep(m0.net, labels, images, labels, lenet, cfg_grid=[], steps=4)
+
+
+# ------------------------------------------------------------------ issue 28: prompts that nearly identify an image
+def test_image_attributes_are_deterministic_functions_of_the_image():
+    H = 8
+    diagonal = torch.zeros(1, 1, H, H, dtype=torch.uint8)
+    for r in range(H):
+        diagonal[0, 0, r, H - 1 - r] = 255  # leans right: the column grows going up the image
+    vertical = torch.zeros(1, 1, H, H, dtype=torch.uint8)
+    vertical[0, 0, :, 3] = 255
+    heavy = torch.full((1, 1, H, H), 255, dtype=torch.uint8)
+    images = torch.cat([diagonal, vertical, heavy, torch.zeros(1, 1, H, H, dtype=torch.uint8)])
+    a = image_attributes(images)
+    np.testing.assert_allclose(a[0], [1 / 8, 1.0, np.std(np.arange(8)) / 8])  # closed forms of the diagonal
+    np.testing.assert_allclose(a[1], [1 / 8, 0.0, 0.0], atol=1e-12)  # a vertical bar: no slant, no width
+    np.testing.assert_allclose(a[2, [0, 2]], [1.0, np.std(np.arange(8)) / 8])
+    np.testing.assert_allclose(a[3], 0.0)  # blank
+    cuts = np.array([[0.1, 0.3], [-0.2, 0.2], [0.1, 0.2]])
+    s = attribute_prompts(images, cuts)
+    # (ink, slant, width) terciles: diagonal (1, 2, 2), vertical (1, 1, 0), heavy (2, 1, 2), blank (0, 1, 0)
+    assert s.tolist() == [9 + 6 + 2, 9 + 3 + 0, 18 + 3 + 2, 0 + 3 + 0]
+    assert torch.equal(attribute_prompts(images.clone(), cuts), s)  # same image -> same prompt
+    ref = image_attributes(_noise(30, seed=2))
+    assert attribute_cuts(ref).shape == (3, 2)
+    np.testing.assert_allclose(attribute_cuts(ref), np.quantile(ref, [1 / 3, 2 / 3], axis=0).T)
+    with pytest.raises(ValueError, match="cuts"):
+        attribute_prompts(images, cuts[:2])
+
+
+def test_attribute_prompt_net_drops_both_labels_on_the_no_prompt_code():
+    from madlib.diffusion.unet import UNet
+
+    unet = UNet(1, 8, 8, (1, 2), num_classes=10, num_sources=NUM_ATTRIBUTE_PROMPTS, seed=0)
+    for p in unet.parameters():  # zero-initialised outputs: give the network something to say
+        torch.nn.init.normal_(p, std=0.2, generator=torch.Generator().manual_seed(p.numel()))
+    net = AttributePromptNet(unet)
+    assert net.num_classes == 270
+    x, t = torch.randn(1, 4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.full((1, 4), 3.0)
+    codes = torch.tensor([[0, 28, 269, 270]])
+    out = net(x, t, codes)
+    split = unet(x, t, torch.tensor([[0, 1, 9, 0]]), torch.tensor([[0, 1, 26, 0]]))
+    torch.testing.assert_close(out[0, :3], split[0, :3])
+    torch.testing.assert_close(out[0, 3], unet(x, t, None, None)[0, 3])  # the no-prompt code: both "no label" tokens
+    torch.testing.assert_close(net(x, t, None), unet(x, t, None, None))
+    assert prompt_classes(net, torch.tensor([0, 28, 269])).tolist() == [0, 1, 9]
+
+
+def test_m0_with_attribute_prompts_is_cached_apart_and_its_chain_reads_classes(m0, d0, lenet, tmp_path):
+    images, labels = d0
+    attr = pretrain_m0(**TINY, prompts="attributes", cache_dir=tmp_path)
+    assert "prompts" not in m0.settings  # the class-prompted M_0 keeps its settings, and so its cache file
+    assert attr.settings["prompts"] == "attributes" and attr.path != m0.path
+    assert attr.net.num_classes == 10 * NUM_ATTRIBUTE_PROMPTS
+    prompts = attr.prompts_for(images, labels)
+    assert torch.equal(prompts // NUM_ATTRIBUTE_PROMPTS, labels) and torch.equal(attr.prompts_for(images, labels), prompts)
+    assert torch.equal(m0.prompts_for(images, labels), labels)
+    assert pretrain_m0(**TINY, prompts="attributes", cache_dir=tmp_path).cached
+    chain = chain_of_diffusion(attr.net, images, prompts, lenet=lenet, iterations=2, epochs=1.0, batch_size=10,
+                               steps=4, sigma_max=10.0, rank=4, seed=0)
+    expected = image_metrics(chain.sets[1], labels, images, labels, lenet)["accuracy"]
+    assert chain.accuracy[0] == pytest.approx(expected)  # accuracy against the classes, not the codes
+    assert chain.settings["sigma_max"] == 10.0 and chain.settings["untrained_uncond"] == "shared"
+    with pytest.raises(ValueError, match="prompts must be one of"):
+        pretrain_m0(**TINY, prompts="captions", use_cache=False)
+
+
+def test_restyle_of_constructed_images():
+    one = torch.zeros(1, 1, 6, 6, dtype=torch.uint8)
+    one[0, 0, 2, 2] = 160
+    dilated = restyle(one, "dilate")[0, 0]
+    assert dilated[1:4, 1:4].eq(160).all() and int(dilated.sum()) == 9 * 160
+    blurred = restyle(one, "blur")[0, 0]
+    assert blurred[1:4, 1:4].tolist() == [[10, 20, 10], [20, 40, 20], [10, 20, 10]] and int(blurred.sum()) == 160
+    block = torch.tensor([[0, 4], [8, 12]], dtype=torch.uint8).repeat(3, 3)[None, None]  # [1, 1, 6, 6]
+    assert restyle(block, "pixelate").eq(6).all()
+    assert torch.equal(restyle(block, "plain"), block)
+    images, _, _ = balanced_subset("digits", 20, image_size=8, seed=3, style="dilate")
+    plain, _, _ = balanced_subset("digits", 20, image_size=8, seed=3)
+    assert torch.equal(images, restyle(plain, "dilate"))
+    with pytest.raises(ValueError, match="style must be one of"):
+        restyle(one, "emboss")

@@ -19,8 +19,11 @@ Here (project choices, the paper's Stable Diffusion being out of reach on CPUs):
   Table 1) and the project's Euler-ancestral sampler runs on EDM's sigma grid
   (:data:`madlib.models.images.OBJECTIVES`); at 14x14, width 16, 120k images seen EDM reaches FID 4.9 against a
   floor of 3.1 (docs/calibration.md).
-- **Prompts P** are the class labels of D_0, one per image; **D_0** is another style of the same classes
-  (scikit-learn's 8x8 digits upscaled, or held-out MNIST), never seen by M_0.
+- **Prompts P** are the class labels of D_0, one per image, or (``pretrain_m0(prompts="attributes")``, the analogue
+  of the paper's near-unique captions) the class plus the terciles of three image attributes (ink mass, slant,
+  width; :func:`image_attributes`, terciles on M_0's training set), 10 x 27 = 270 prompts through the U-Net's second
+  label (:class:`AttributePromptNet`; condition dropout drops both). **D_0** is another style of the same classes
+  (scikit-learn's 8x8 digits upscaled, or MNIST dilated, blurred or pixelated, :func:`restyle`), never seen by M_0.
 - **Finetune** (:func:`finetune_from_m0`): a LoRA adapter on the U-Net (rank 32, peft ``lora_alpha`` 8,
   AdamW; :mod:`madlib.diffusion.lora`) or full fine-tuning, with condition dropout p (ReDiFine: 0.2;
   the baseline: 0, App. A.1 Table 1 "Caption Dropout Rate 0.0"). Not reproduced: min-SNR weighting,
@@ -29,11 +32,13 @@ Here (project choices, the paper's Stable Diffusion being out of reach on CPUs):
 - **The unconditional branch without condition dropout.** With p = 0 the "no label" input never appears in
   training, so fine-tuning gives it no signal: the no-label embedding row gets zero gradients, but a
   shared adapter still changes the unconditional prediction as a side effect of the layers both branches
-  share. ReDiFine describes condition-drop fine-tuning as what "update[s] both the conditional and
-  unconditional scores" (Sec. 5), i.e. without it the unconditional score stays the pretrained one;
-  ``untrained_uncond="m0"`` (default) makes that exact: with p = 0 the unconditional branch *is* M_0
-  (:class:`BranchedDenoiser`); ``"shared"`` keeps the adapter on both branches, as kohya-ss's LoRA on
-  Stable Diffusion does. With p > 0 both branches are the fine-tuned network.
+  share. In the paper the LoRA is active on the empty prompt too (kohya-ss) and a text-encoder LoRA trains
+  as well (App. A), so ``untrained_uncond="shared"`` (default, issue 28) keeps the adapter on both branches;
+  ``"m0"`` (the ablation) makes the unconditional branch M_0 exactly (:class:`BranchedDenoiser`), the reading
+  of "update[s] both the conditional and unconditional scores" (Sec. 5) as "without condition drop the
+  unconditional score stays the pretrained one". With the frozen branch CFG amplifies the style gap between
+  M_0 and D_0 (:func:`guidance_decomposition` measures the style share). With p > 0 both branches are the
+  fine-tuned network.
 - **Generate** (:func:`generate_one_per_prompt`): Euler-ancestral with ``steps`` = 30, guided by
   CFG = 1 + w (``paper-targets.md``: total = uncond + CFG (cond - uncond)); a constant scale, or
   ReDiFine's decay s = s0 exp(-alpha t / T) (:func:`cfg_schedule`).
@@ -54,9 +59,16 @@ it, or half of D_k blank, :func:`blank_share`) and :func:`below_cap`; :func:`col
 ratio to it); :meth:`ChainResult.readouts` (power above radial frequency 0.25, pixel sd, extreme-pixel and blank
 shares of D_0..D_K; :func:`seed_readouts` stacks them over seeds).
 
-Trait fit (Sec. 4.2, Fig. 4b; :func:`fit_truncation_ratios`): the per-image phenotype is the share of power
-above tau = 0.02 (:func:`madlib.metrics.high_frequency_power` with ``relative=True``; at 14x14 every
-non-zero frequency has r >= 1/14 > tau, so this is 1 - (DC power / total power)), standardised by D_0's
+The CFG axis (issue 28): :func:`cfg_fid_sweep` (sample-only FID against CFG, e.g. of M_0),
+:func:`iteration_one_sweep` (FID_1 against CFG after one fine-tune) and :func:`calibrated_high_cfg` (the baseline
+"high CFG" = the largest CFG whose FID_1 is within 1.25 x the best); a collapse claim then needs FID_1 at that CFG
+within the iteration-1 bar. Beside Eq. 3's rate, :func:`fid_auc` (area under FID_k); saturation is read on the
+images (:meth:`ChainResult.saturated`: half the images blank or half the pixels white).
+
+Trait fit (Sec. 4.2, Fig. 4b; :func:`fit_truncation_ratios`): the per-image phenotype (:func:`phenotype`) is the
+absolute power above radial frequency r > 0.25 cycles/pixel (App. D.2.1 Eq. 14 with tau = 0.25, project
+choice), the relative one (share of power above the paper's tau = 0.02; at 14x14 every non-zero frequency has
+r >= 1/14 > tau, so 1 - (DC power / total power), a brightness readout) kept beside it; standardised by D_0's
 mean and standard deviation (:func:`standardised_phenotype`); its mean over D_0..D_K is fitted with the
 truncation recursion :func:`madlib.theory.traits.trait_recursion` from mu_0 = 0, sigma_G,0 = 1 and
 sigma_E = 0.25 / 0.056 (the paper's ratio of sigma_E to sigma_G,0, App. D.2.2).
@@ -65,6 +77,7 @@ sigma_E = 0.25 / 0.056 (the paper's ratio of sigma_E to sigma_G,0, App. D.2.2).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -83,7 +96,7 @@ from madlib.diffusion import core
 from madlib.diffusion.cache import cache_path
 from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.guidance import constant_weight, exponential_cfg_weight, w_from_cfg_scale
-from madlib.diffusion.losses import EDMPrecond
+from madlib.diffusion.losses import EDMPrecond, edm_loss
 from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
@@ -94,14 +107,24 @@ __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIG
            "finetune_from_m0", "cfg_schedule", "generate_one_per_prompt", "chain_of_diffusion", "weights_digest",
            "standardised_phenotype", "fit_truncation_ratios", "balanced_subset", "real_floors", "saturated_share",
            "BLANK_SD", "blank_share", "blank_cap", "seed_readouts", "m0_quality", "m0_bar", "iteration_one_bar",
-           "collapses", "below_cap"]
+           "collapses", "below_cap", "HF_CUTOFF", "RELATIVE_TAU", "PHENOTYPES", "phenotype", "white_share",
+           "SATURATED_WHITE", "fid_auc", "guidance_decomposition", "cfg_fid_sweep", "iteration_one_sweep",
+           "calibrated_high_cfg", "CALIBRATION_FACTOR", "PROMPT_KINDS", "ATTRIBUTES", "NUM_ATTRIBUTE_PROMPTS",
+           "image_attributes", "attribute_cuts", "attribute_prompts", "AttributePromptNet", "prompt_classes",
+           "D0_STYLES", "restyle"]
 
 PIXEL_RANGE = core.PIXEL_RANGE  # 0..255 maps linearly onto [-1, 1]
 SCHEDULES = ("constant", "exponential", "linear")  # CFG scale over the sampling steps (ReDiFine Sec. 5, App. F.2)
 METHODS = ("lora", "full")  # how M_0 is fine-tuned
-UNTRAINED_UNCOND = ("m0", "shared")  # the unconditional branch when condition dropout is 0 (module docstring)
+UNTRAINED_UNCOND = ("shared", "m0")  # the unconditional branch when condition dropout is 0 (module docstring)
 PAPER_SIGMA_RATIO = 0.25 / 0.056  # sigma_E / sigma_G,0 of ReDiFine App. D.2.2
 BLANK_SD = 1.0  # an image whose pixel standard deviation is below one grey level is blank (:func:`blank_share`)
+HF_CUTOFF = 0.25  # cycles/pixel: the absolute phenotype is the power at r > 0.25 (project choice, issue 28)
+RELATIVE_TAU = 0.02  # App. D.2.1's tau, kept for the relative phenotype (share of power above tau)
+PHENOTYPES = ("absolute", "relative")  # :func:`phenotype`
+WHITE_MARGIN = 7  # a pixel within 7 grey levels of 255 is white (saturated; :func:`white_share`)
+SATURATED_WHITE = 0.5  # a set whose pixels are at least half white is saturated (:meth:`ChainResult.saturated`)
+CALIBRATION_FACTOR = 1.25  # baseline high CFG: the largest CFG with iteration-1 FID <= 1.25 x the best (project choice)
 
 
 # --------------------------------------------------------------------------------------------------- M_0
@@ -116,19 +139,31 @@ class PretrainedM0:
     seconds: float
     cached: bool
 
+    def prompts_for(self, images: torch.Tensor, labels) -> torch.Tensor:
+        """The prompts [N] M_0 reads for images [N, C, H, W] of classes ``labels`` [N]: the labels (class prompts), or
+        the codes class x 27 + :func:`attribute_prompts` with M_0's terciles (attribute prompts)."""
+        labels = torch.as_tensor(labels).long()
+        if self.settings.get("prompts", "class") == "class":
+            return labels
+        return labels * NUM_ATTRIBUTE_PROMPTS + attribute_prompts(images, self.settings["attribute_cuts"])
+
 
 M0_ROLE = "redifine-m0"  # the cache role: files <cache_dir>/redifine-m0-<key>.pt
 
 
 def _m0_settings(dataset, image_size, base_channels, channel_mults, images_seen, batch_size, lr, warmup,
-                 label_dropout, ema_decay, seed) -> dict:
+                 label_dropout, ema_decay, seed, prompts="class") -> dict:
     images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
     data = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
     # v2: trained by madlib.diffusion.core.train (initial weights from the seed's first draw; v1 used the seed itself)
-    return {"format": "redifine-m0-v2", "objective": "edm", "dataset": dataset, "image_size": image_size,
-            "base_channels": base_channels, "channel_mults": list(channel_mults), "images_seen": images_seen,
-            "batch_size": batch_size, "lr": lr, "warmup": warmup, "label_dropout": label_dropout,
-            "ema_decay": ema_decay, "seed": seed, "train_data_sha256": data}
+    settings = {"format": "redifine-m0-v2", "objective": "edm", "dataset": dataset, "image_size": image_size,
+                "base_channels": base_channels, "channel_mults": list(channel_mults), "images_seen": images_seen,
+                "batch_size": batch_size, "lr": lr, "warmup": warmup, "label_dropout": label_dropout,
+                "ema_decay": ema_decay, "seed": seed, "train_data_sha256": data}
+    if prompts == "class":  # the settings (and so the cache key) of class-prompted M_0s stay as they were
+        return settings
+    cuts = attribute_cuts(image_attributes(images))  # terciles on M_0's own training set
+    return settings | {"prompts": prompts, "attribute_cuts": np.round(cuts, 12).tolist()}
 
 
 def _m0_key(settings: dict) -> str:
@@ -149,21 +184,28 @@ def _m0_cache_dir(cache_dir: str | Path | None) -> Path:
 
 
 def _new_m0(settings: dict, seed: int, device) -> EDMPrecond:
+    if settings.get("prompts", "class") == "class":
+        unet = UNet(1, settings["image_size"], settings["base_channels"], tuple(settings["channel_mults"]),
+                    num_classes=10, seed=seed, device=device)
+        return EDMPrecond(unet)
     unet = UNet(1, settings["image_size"], settings["base_channels"], tuple(settings["channel_mults"]), num_classes=10,
-                seed=seed, device=device)
-    return EDMPrecond(unet)
+                num_sources=NUM_ATTRIBUTE_PROMPTS, seed=seed, device=device)
+    return EDMPrecond(AttributePromptNet(unet))
 
 
 def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels: int = 16,
                 channel_mults: tuple[int, ...] = (1, 2, 2), images_seen: int = 120_000, batch_size: int = 64,
                 lr: float = 2e-3, warmup: int = 5_000, label_dropout: float = 0.1, ema_decay: float = 0.99,
-                seed: int = 0, cache_dir: str | Path | None = None, use_cache: bool = True, device: str = "cpu",
-                progress: bool = False) -> PretrainedM0:
+                prompts: str = "class", seed: int = 0, cache_dir: str | Path | None = None, use_cache: bool = True,
+                device: str = "cpu", progress: bool = False) -> PretrainedM0:
     # ReDiFine Sec. 3.1: the pretrained model M_0 (Stable Diffusion there; a class-conditional U-Net here)
     """Train (or load from the cache) M_0: a class-conditional EDM U-Net on ``dataset``'s training split
     (:func:`madlib.diffusion.core.train`).
 
-    Label dropout ``label_dropout`` trains the "no label" token (the unconditional branch CFG needs). The cache
+    Label dropout ``label_dropout`` trains the "no label" token (the unconditional branch CFG needs). ``prompts``:
+    ``"class"`` (the class label) or ``"attributes"`` (class + the terciles of ink, slant and width on the training
+    set, 270 prompts through the U-Net's second label, :class:`AttributePromptNet`; dropout drops both labels;
+    :meth:`PretrainedM0.prompts_for` gives a set's prompts). The cache
     file (:func:`m0_cache_path`) is keyed by every setting and a digest of the training images and labels, kept by
     :func:`madlib.diffusion.cache.cached_fit` (written atomically, with a checksum of the weights; a truncated,
     damaged or stale file is named in a warning and trained again); ``use_cache=False`` trains without reading or
@@ -178,10 +220,13 @@ def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels
     label_dropout = check_interval("label_dropout", label_dropout, 0.0, 1.0, low_open=True, high_open=True)
     ema_decay = check_interval("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
     seed = check_int("seed", seed, minimum=0)
+    check_choice("prompts", prompts, PROMPT_KINDS)
     settings = _m0_settings(dataset, image_size, base_channels, tuple(channel_mults), images_seen, batch_size, lr,
-                            warmup, label_dropout, ema_decay, seed)
+                            warmup, label_dropout, ema_decay, seed, prompts)
     optimiser = EDMConfig(batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay)  # Adam, EMA
     images, labels = load_images(dataset, "train", size=image_size, dtype="uint8")
+    if prompts == "attributes":
+        labels = labels.long() * NUM_ATTRIBUTE_PROMPTS + attribute_prompts(images, settings["attribute_cuts"])
     folder = _m0_cache_dir(cache_dir) if use_cache else None
     fit = core.train(images, optimiser, images_seen=images_seen, seed=seed,
                      net=lambda init: _new_m0(settings, init, device), labels=labels, label_dropout=label_dropout,
@@ -189,6 +234,106 @@ def pretrain_m0(*, dataset: str = "mnist5k", image_size: int = 14, base_channels
                      progress=progress)
     seconds = float(fit.stats.seconds) if fit.stats is not None else math.nan
     return PretrainedM0(fit.net, settings, cache_path(folder, M0_ROLE, fit.key), seconds, fit.loaded)
+
+
+# ------------------------------------------------------------------------------------- prompts with attributes
+PROMPT_KINDS = ("class", "attributes")  # M_0's prompts: the class label, or class + quantised attributes
+ATTRIBUTES = ("ink", "slant", "width")  # :func:`image_attributes`
+NUM_ATTRIBUTE_PROMPTS = 27  # 3 attributes x 3 terciles: 3^3 values of the second label (10 x 27 = 270 prompts)
+
+
+def image_attributes(images) -> np.ndarray:
+    # project analogue of ReDiFine's near-unique captions (R:577-581): deterministic image statistics
+    """[N, 3] attributes of images [N, C, H, W] (uint8 0..255 or float 0..1; channels averaged), from the ink
+    w(x, y) (x the column, y the row): ``ink`` = mean of w (ink mass per pixel), ``slant`` = -cov_w(x, y) /
+    var_w(y) (columns moved per row up the image: > 0 leans right), ``width`` = sd_w(x) / W (the horizontal spread
+    of the ink), with mean, cov and sd weighted by w. A blank image reads (0, 0, 0)."""
+    x = torch.as_tensor(images)
+    x = x.double() / 255.0 if x.dtype == torch.uint8 else x.double()
+    if x.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W]; got shape {tuple(x.shape)}")
+    w = x.mean(1)  # [N, H, W]
+    n, H, W = w.shape
+    rows = torch.arange(H, dtype=torch.float64)[None, :, None]
+    cols = torch.arange(W, dtype=torch.float64)[None, None, :]
+    mass = w.sum((1, 2))  # [N]
+    safe = mass.clamp_min(1e-12)
+    mx = (w * cols).sum((1, 2)) / safe
+    my = (w * rows).sum((1, 2)) / safe
+    dx, dy = cols - mx[:, None, None], rows - my[:, None, None]
+    var_x = (w * dx**2).sum((1, 2)) / safe
+    var_y = (w * dy**2).sum((1, 2)) / safe
+    cov = (w * dx * dy).sum((1, 2)) / safe
+    slant = torch.where(var_y > 1e-12, -cov / var_y.clamp_min(1e-12), torch.zeros_like(cov))
+    out = torch.stack([mass / (H * W), slant, var_x.sqrt() / W], 1)
+    return torch.where((mass > 0)[:, None], out, torch.zeros_like(out)).numpy()
+
+
+def attribute_cuts(attributes) -> np.ndarray:
+    """[3, 2] the terciles (1/3 and 2/3 quantiles) of each attribute over a reference set ([N, 3], e.g. M_0's
+    training images through :func:`image_attributes`): the vocabulary of the quantised prompts."""
+    a = np.asarray(attributes, float)
+    if a.ndim != 2 or a.shape[1] != len(ATTRIBUTES) or len(a) < 3:
+        raise ValueError(f"attributes must be [N >= 3, {len(ATTRIBUTES)}]; got shape {a.shape}")
+    return np.quantile(a, [1 / 3, 2 / 3], axis=0).T
+
+
+def attribute_prompts(images, cuts) -> torch.Tensor:
+    """The second label s [N] in 0..26 of images [N, C, H, W]: s = 9 t_ink + 3 t_slant + t_width, t the tercile
+    (0, 1, 2) of each attribute (:func:`image_attributes`) against ``cuts`` [3, 2] (:func:`attribute_cuts`; a value
+    on a cut goes to the upper tercile). A deterministic function of the image."""
+    cuts = np.asarray(cuts, float)
+    if cuts.shape != (len(ATTRIBUTES), 2):
+        raise ValueError(f"cuts must be [{len(ATTRIBUTES)}, 2] (attribute_cuts); got shape {cuts.shape}")
+    a = image_attributes(images)
+    t = np.stack([np.searchsorted(cuts[j], a[:, j], side="right") for j in range(len(ATTRIBUTES))], 1)
+    return torch.as_tensor(t @ np.array([9, 3, 1]), dtype=torch.long)
+
+
+class AttributePromptNet(nn.Module):
+    """A U-Net with a second label (:class:`madlib.diffusion.unet.UNet` ``num_sources``) called with one prompt code
+    y = class x S + s (S = ``unet.num_sources``): it splits y into the class label and the second label s. The code
+    ``num_classes`` = 10 S is the "no prompt" token and drops both labels (condition dropout, CFG's unconditional
+    branch); y = None likewise. So the trainers, samplers and guidance see one label, as for class prompts."""
+
+    members = 1
+
+    def __init__(self, unet: UNet):
+        super().__init__()
+        if not (unet.num_classes and unet.num_sources):
+            raise ValueError("unet must have class labels and a second label (num_classes > 0, num_sources > 0)")
+        self.unet = unet
+
+    @property
+    def num_classes(self) -> int:
+        return self.unet.num_classes * self.unet.num_sources
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.image_size
+
+    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class labels, second labels) of prompt codes y; the "no prompt" code gives both "no label" tokens."""
+        S = self.unet.num_sources
+        none = y == self.num_classes
+        return (torch.where(none, torch.full_like(y, self.unet.num_classes), y // S),
+                torch.where(none, torch.full_like(y, S), y % S))
+
+    def forward(self, x, t, y=None, s=None):
+        if y is None:
+            return self.unet(x, t, None, None)
+        cls, src = self.split(y.long())
+        return self.unet(x, t, cls, src)
+
+
+def prompt_classes(net: nn.Module, prompts) -> torch.Tensor:
+    """The class labels of ``prompts`` [N] for ``net``: the prompts themselves, or code // S when ``net`` holds an
+    :class:`AttributePromptNet` (what accuracy and class-balanced readouts read)."""
+    prompts = torch.as_tensor(prompts).long()
+    for m in net.modules():
+        if isinstance(m, AttributePromptNet):
+            return prompts // m.unet.num_sources
+    return prompts
 
 
 # ---------------------------------------------------------------------------------------------- Finetune
@@ -258,9 +403,10 @@ def weights_digest(net: nn.Module) -> str:
 
 
 def finetune_from_m0(m0: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, start: nn.Module | None = None,
-                     method: str = "lora", cond_dropout: float = 0.0, untrained_uncond: str = "m0",
+                     method: str = "lora", cond_dropout: float = 0.0, untrained_uncond: str = "shared",
                      epochs: float = 40.0, batch_size: int = 32, lr: float = 1e-3, rank: int = 32,
-                     lora_alpha: float = 8.0, seed: int = 0, progress: bool = False) -> FinetunedModel:
+                     lora_alpha: float = 8.0, p_mean: float = -1.2, p_std: float = 1.2, seed: int = 0,
+                     progress: bool = False) -> FinetunedModel:
     # ReDiFine Eq. 1 with App. A.1 Table 1: M_{k+1} = Finetune(M_0, D_k, P); LoRA rank 32, weight scaling 8, AdamW
     """Fine-tune M_0 (``m0``, left unchanged) on uint8 ``images`` [N, 1, H, W] with their prompts ``labels`` [N].
 
@@ -269,15 +415,21 @@ def finetune_from_m0(m0: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             iteration, whose training continues (continual fine-tuning, App. E.4).
         method: ``"lora"`` (an adapter on the U-Net, :func:`madlib.diffusion.lora.lora_copy`) or ``"full"``.
         cond_dropout: probability p of replacing a prompt by the "no label" token (0: the baseline; ReDiFine 0.2).
-        untrained_uncond: with p = 0, ``"m0"`` samples the unconditional branch from M_0 exactly, ``"shared"``
-            from the fine-tuned network (module docstring).
+        untrained_uncond: with p = 0, ``"shared"`` (default) samples the unconditional branch from the fine-tuned
+            network (the adapter is active on the empty prompt, as kohya-ss's LoRA), ``"m0"`` (the ablation) from
+            M_0 exactly (module docstring).
         epochs: passes over the N images (samples seen = ceil(epochs N)); batch_size, lr (AdamW, no weight decay).
-        rank, lora_alpha: the adapter (ReDiFine: 32 and 8, i.e. updates scaled by 8 / 32).
+        rank, lora_alpha: the adapter (ReDiFine: 32 and 8, i.e. updates scaled by 8 / 32; rank 4 is small against
+            the 16-32-channel layers here, project option).
+        p_mean, p_std: the fine-tune's noise levels, ln sigma ~ N(p_mean, p_std^2) (EDM Eq. 8; default EDM's -1.2,
+            1.2; a larger p_mean / p_std spends more of the fine-tune at high noise, as SD's uniform timesteps do).
         seed: the adapter's initial A matrices, the batches, the noise levels and the dropout draws.
     """
     check_choice("method", method, METHODS)
     check_choice("untrained_uncond", untrained_uncond, UNTRAINED_UNCOND)
     cond_dropout = check_interval("cond_dropout", cond_dropout, 0.0, 1.0, high_open=True)
+    p_std = check_interval("p_std", p_std, 0.0, math.inf, low_open=True, high_open=True)
+    p_mean = check_interval("p_mean", p_mean, -math.inf, math.inf, low_open=True, high_open=True)
     epochs = check_interval("epochs", epochs, 0.0, math.inf, low_open=True, high_open=True)
     seed = check_int("seed", seed, minimum=0)
     if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
@@ -297,9 +449,10 @@ def finetune_from_m0(m0: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     start_digest = weights_digest(model)
     # the fine-tune's optimiser: AdamW without weight decay, no warm-up, no EMA (the trained weights sample)
     config = EDMConfig(batch_size=batch_size, lr=lr, warmup=0, ema_decay=0.0)
+    loss = edm_loss if (p_mean, p_std) == (-1.2, 1.2) else functools.partial(edm_loss, p_mean=p_mean, p_std=p_std)
     stats = core.train(images, config, images_seen=math.ceil(epochs * len(images)), seed=seed, net=model,
                        labels=labels, label_dropout=cond_dropout, optimizer="adamw", weight_decay=0.0,
-                       device=device, progress=progress).stats
+                       loss=loss, device=device, progress=progress).stats
     sampler_net = BranchedDenoiser(model, m0) if cond_dropout == 0 and untrained_uncond == "m0" else model
     return FinetunedModel(sampler_net, model, start_digest, weights_digest(model), stats)
 
@@ -380,7 +533,8 @@ class ChainResult:
 
     fid, accuracy: [K] of D_k against D_0 (LeNet features; accuracy = share of D_k the LeNet assigns to its
     prompt); collapse_rate: Eq. 3; sets: uint8 D_0..D_K [K+1] x [N, 1, H, W]; prompts [N];
-    diff_norm [K, steps] (:func:`generate_one_per_prompt`); phenotype [K+1, N] (relative high-frequency power);
+    diff_norm [K, steps] (:func:`generate_one_per_prompt`); phenotype [K+1, N] (absolute power above r = 0.25,
+    :func:`phenotype`), phenotype_relative [K+1, N] (share of power above tau = 0.02) or None;
     radial [K+1, bins] mean radial power spectrum at radial_freq [bins]; histogram [K+1, 32] pixel densities;
     start_digest / end_digest [K] of each fine-tune; seconds: fine-tune and sampling time per iteration.
     """
@@ -399,13 +553,22 @@ class ChainResult:
     end_digest: list
     seconds: dict
     settings: dict = field(default_factory=dict)
+    phenotype_relative: np.ndarray | None = None
+
+    @property
+    def fid_auc(self) -> float:
+        """Area under FID_k over k = 1..K (:func:`fid_auc`), the readout beside Eq. 3's rate."""
+        return fid_auc(self.fid)
 
     def summary(self, *, detail: bool = False) -> dict:
-        """What a figure's JSON keeps of the chain: FID, accuracy, Eq. 3's rate, the mean phenotype per iteration,
-        the fine-tunes' start digests, the times and settings; the mean |eps_c - eps_u| per iteration, or with
-        ``detail`` the whole [K, steps] array, the radial spectra and the pixel histograms."""
+        """What a figure's JSON keeps of the chain: FID, accuracy, Eq. 3's rate, the area under FID_k, the mean
+        absolute and relative phenotypes per iteration, the fine-tunes' start digests, the times and settings; the
+        mean |eps_c - eps_u| per iteration, or with ``detail`` the whole [K, steps] array, the radial spectra and
+        the pixel histograms."""
         out = {"settings": self.settings, "fid": self.fid, "accuracy": self.accuracy, "collapse_rate": self.collapse_rate,
-               "phenotype_mean": self.phenotype.mean(1), "start_digest": self.start_digest, "seconds": self.seconds}
+               "fid_auc": self.fid_auc, "phenotype_mean": self.phenotype.mean(1),
+               "phenotype_relative_mean": None if self.phenotype_relative is None else self.phenotype_relative.mean(1),
+               "start_digest": self.start_digest, "seconds": self.seconds}
         if detail:
             return out | {"diff_norm": self.diff_norm, "radial": self.radial, "histogram": self.histogram}
         return out | {"diff_norm_mean": self.diff_norm.mean(1)}
@@ -421,26 +584,36 @@ class ChainResult:
         """[K+1] the share of blank images (:func:`blank_share`) of D_0..D_K."""
         return np.array([blank_share(s) for s in self.sets])
 
-    def at_cap(self, cap: float, tol: float = 0.02, blank: float = 0.5) -> np.ndarray:
+    def white_shares(self) -> np.ndarray:
+        """[K+1] the share of white pixels (:func:`white_share`) of D_0..D_K."""
+        return np.array([white_share(s) for s in self.sets])
+
+    def saturated(self, blank: float = 0.5, white: float = SATURATED_WHITE) -> np.ndarray:
+        # project readout (issue 28): a blank or saturated set is detected on its images, not through an FID cap
+        """[K] bool: whether D_k (k = 1..K) is blank or saturated: a share >= ``blank`` of its images blank
+        (:func:`blank_share`) or a share >= ``white`` of its pixels white (:func:`white_share`; half by default)."""
+        return (self.blank_shares()[1:] >= blank) | (self.white_shares()[1:] >= white)
+
+    def at_cap(self, cap: float, tol: float = 0.02, blank: float = 0.5, white: float = SATURATED_WHITE) -> np.ndarray:
         # project readout: a saturated chain ends in blank images, whose FID against D_0 (the cap) pins FID_k
         """[K] bool: whether D_k (k = 1..K) is at the blank cap ``cap`` (:func:`blank_cap`), i.e. FID_k >= (1 - ``tol``)
-        x cap (within 2% of it by default) or a share >= ``blank`` of its images blank (half by default). At the cap
-        FID reads the cap, not the chain."""
-        return (self.fid >= (1 - tol) * cap) | (self.blank_shares()[1:] >= blank)
+        x cap (within 2% of it by default), or blank or saturated (:meth:`saturated` with ``blank`` and ``white``).
+        There FID reads the cap or the saturation, not the chain."""
+        return (self.fid >= (1 - tol) * cap) | self.saturated(blank, white)
 
     def readouts(self, cap: float | None = None) -> dict:
         # ReDiFine Sec. 3.2 Obs. 3, App. G (project readouts): blur, saturation and blank sets without the phenotype
         """Image readouts of D_0..D_K, each [K+1]: ``power_above_0.25`` (mean absolute power above radial frequency
-        0.25, :func:`madlib.metrics.high_frequency_power`: fine detail, which blur removes), ``pixel_sd`` (pixel
-        standard deviation over the whole set), ``extreme_share`` (:func:`saturated_share`: pixels within 7 grey
-        levels of black or white), ``blank_share`` (:meth:`blank_shares`); with ``cap`` also ``at_cap`` [K]
-        (:meth:`at_cap`)."""
-        from madlib.metrics.spectra import high_frequency_power
-
-        out = {"power_above_0.25": np.array([float(high_frequency_power(s, tau=0.25).mean()) for s in self.sets]),
+        0.25, :func:`phenotype`: fine detail, which blur removes and high CFG raises), ``relative_power`` (mean share
+        of power above tau = 0.02, App. D.2.1's normalised phenotype, beside it), ``pixel_sd`` (pixel standard
+        deviation over the whole set), ``extreme_share`` (:func:`saturated_share`: pixels within 7 grey levels of
+        black or white), ``white_share`` (:meth:`white_shares`), ``blank_share`` (:meth:`blank_shares`);
+        ``saturated`` [K] (:meth:`saturated`); with ``cap`` also ``at_cap`` [K] (:meth:`at_cap`)."""
+        out = {"power_above_0.25": np.array([float(phenotype(s).mean()) for s in self.sets]),
+               "relative_power": np.array([float(phenotype(s, "relative").mean()) for s in self.sets]),
                "pixel_sd": np.array([float(s.double().std()) for s in self.sets]),
                "extreme_share": np.array([saturated_share(s) for s in self.sets]),
-               "blank_share": self.blank_shares()}
+               "white_share": self.white_shares(), "blank_share": self.blank_shares(), "saturated": self.saturated()}
         return out if cap is None else out | {"at_cap": self.at_cap(cap)}
 
 
@@ -449,6 +622,42 @@ def seed_readouts(chains, cap: float | None = None) -> dict:
     each readout [S, K+1], ``at_cap`` [S, K]."""
     per_seed = [c.readouts(cap) for c in chains]
     return {key: np.stack([r[key] for r in per_seed]) for key in per_seed[0]}
+
+
+def phenotype(images, kind: str = "absolute") -> np.ndarray:
+    # ReDiFine App. D.2.1 Eq. 14: S = sum_{r(u, v) > tau} |F(u, v)|^2; absolute at tau = HF_CUTOFF, relative / total
+    """ReDiFine's high-frequency phenotype per image [N] of images [N, C, H, W] (uint8 scaled to [0, 1]).
+
+    ``"absolute"`` (the RDF-2/4/6 phenotype here): the power above radial frequency r > :data:`HF_CUTOFF` = 0.25
+    cycles/pixel (orthonormal DFT, :func:`madlib.metrics.high_frequency_power`), fine detail that blur removes and
+    high CFG's patterns add. ``"relative"``: the share of power above tau = 0.02 (the paper's tau; at 14x14 every
+    non-zero frequency is above it, so this is 1 - the DC share, a brightness readout), kept beside it.
+    """
+    from madlib.metrics.spectra import high_frequency_power
+
+    check_choice("kind", kind, PHENOTYPES)
+    if kind == "absolute":
+        return high_frequency_power(images, tau=HF_CUTOFF).numpy()
+    return high_frequency_power(images, tau=RELATIVE_TAU, relative=True).numpy()
+
+
+def white_share(images: torch.Tensor, margin: int = WHITE_MARGIN) -> float:
+    # project readout (issue 28): CFG extrapolates brightness here, so saturation is the share of white pixels
+    """Share of uint8 pixels within ``margin`` grey levels of white (>= 255 - margin): saturated pixels."""
+    margin = check_int("margin", margin, minimum=0)
+    return float((torch.as_tensor(images) >= 255 - margin).double().mean())
+
+
+def fid_auc(fid) -> float | np.ndarray:
+    # project readout (issue 28) beside Eq. 3: the area under the FID_k curve, k = 1..K (trapezoid, unit steps)
+    """Area under FID_1..FID_K (trapezoid rule, one unit per iteration; unit FID x iterations): [K] -> a number,
+    [S, K] -> [S]. Unlike Eq. 3's rate it counts every iteration, so a chain that starts bad and stays bad (a rate
+    near 0) reads large."""
+    fid = np.asarray(fid, float)
+    if fid.ndim not in (1, 2) or fid.shape[-1] < 2:
+        raise ValueError(f"fid must be [K] or [S, K] with K >= 2; got shape {fid.shape}")
+    area = (fid[..., 1:] + fid[..., :-1]).sum(-1) / 2
+    return float(area) if fid.ndim == 1 else area
 
 
 def saturated_share(images: torch.Tensor, margin: int = 7) -> float:
@@ -484,7 +693,7 @@ def m0_quality(m0_net: nn.Module, prompts: torch.Tensor, lenet, *, dataset: str,
     test, test_labels = load_images(dataset, "test", size=image_size, dtype="uint8")
     train, train_labels = load_images(dataset, "train", size=image_size, dtype="uint8")
     samples, _ = generate_one_per_prompt(m0_net, prompts, weight=cfg_schedule(cfg_scale=1.0), steps=steps, seed=seed)
-    metrics = image_metrics(samples, prompts, test, test_labels, lenet)
+    metrics = image_metrics(samples, prompt_classes(m0_net, prompts), test, test_labels, lenet)
     pick = torch.as_tensor(np.random.default_rng(seed + 7).choice(len(train_labels), n, replace=False))
     floor = image_metrics(train[pick], train_labels[pick], test, test_labels, lenet)
     return samples, metrics, floor
@@ -525,32 +734,38 @@ def collapses(name: str, rate) -> Precondition:
                         met=bool(np.all(np.asarray(rate) > 0)), measured={"collapse_rate": rate})
 
 
-def below_cap(name: str, chains, cap: float, *, tol: float = 0.02, blank: float = 0.5) -> Precondition:
+def below_cap(name: str, chains, cap: float, *, tol: float = 0.02, blank: float = 0.5,
+              white: float = SATURATED_WHITE) -> Precondition:
     # project precondition: rates, ratios and spectra are read only on chains that never reach the blank cap
-    """Chain ``name`` never reaches the blank cap ``cap`` (:func:`blank_cap`): no D_k (k = 1..K) is at the cap
-    (:meth:`ChainResult.at_cap` with ``tol`` and ``blank``). ``chains``: one :class:`ChainResult`, or a list of them
-    (one per seed: no seed may reach it). ``measured``: the largest FID_k and blank share of D_1..D_K, and the cap."""
+    """Chain ``name`` never reaches the blank cap ``cap`` (:func:`blank_cap`) nor saturates: no D_k (k = 1..K) is at
+    the cap (:meth:`ChainResult.at_cap` with ``tol``, ``blank`` and ``white``). ``chains``: one :class:`ChainResult`,
+    or a list of them (one per seed: no seed may reach it). ``measured``: the largest FID_k, blank share and white
+    share of D_1..D_K, and the cap."""
     per_seed = not isinstance(chains, ChainResult)
     runs = list(chains) if per_seed else [chains]
-    capped = any(bool(np.any(r.at_cap(cap, tol, blank))) for r in runs)
+    capped = any(bool(np.any(r.at_cap(cap, tol, blank, white))) for r in runs)
     half = "half" if blank == 0.5 else f"{blank:.0%}"
     return Precondition(f"below the blank cap ({name})",
                         f"no D_k (k = 1..K){' of any seed' if per_seed else ''} within {tol:.0%} of the blank cap "
-                        f"(FID {cap:.1f}, an all-white set against D_0) or {half} blank: at the cap FID reads the cap, "
-                        "not the chain", met=not capped,
+                        f"(FID {cap:.1f}, an all-white set against D_0), {half} blank or {white:.0%} of its pixels "
+                        "white: there FID reads the cap or the saturation, not the chain", met=not capped,
                         measured={"fid_max": np.max([r.fid.max() for r in runs]),
-                                  "blank_share_max": np.max([r.blank_shares()[1:].max() for r in runs]), "cap": cap})
+                                  "blank_share_max": np.max([r.blank_shares()[1:].max() for r in runs]),
+                                  "white_share_max": np.max([r.white_shares()[1:].max() for r in runs]), "cap": cap})
 
 
 def balanced_subset(dataset: str, n: int, *, split: str = "train", image_size: int = 14, seed: int = 0,
-                    exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    exclude: torch.Tensor | None = None,
+                    style: str = "plain") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A class-balanced random subset (uint8 images [n, 1, H, W], labels [n], indices into the split [n]) of
-    ``dataset``'s ``split``, ordered by class; ``exclude``: indices not to draw (e.g. D_0, for a floor)."""
+    ``dataset``'s ``split``, ordered by class, in ``style`` (:func:`restyle`); ``exclude``: indices not to draw
+    (e.g. D_0, for a floor)."""
+    check_choice("style", style, D0_STYLES)
     images, labels = load_images(dataset, split, size=image_size, dtype="uint8")
     n = check_int("n", n, minimum=10)
     idx = balanced_index(labels, n, classes=range(10), rng=np.random.default_rng(seed), exclude=exclude, sort=True,
                          where=f"{dataset} ({split})")
-    return images[idx], labels[idx], idx
+    return restyle(images[idx], style), labels[idx], idx
 
 
 def real_floors(d0_images, d0_labels, other_images, other_labels, lenet, *, seed: int = 0) -> dict:
@@ -574,9 +789,10 @@ def real_floors(d0_images, d0_labels, other_images, other_labels, lenet, *, seed
 def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Tensor, *, lenet, iterations: int = 6,
                        schedule: str = "constant", cfg_scale: float = 7.5, s0: float = 7.5, alpha: float = 2.0,
                        cond_dropout: float = 0.0, method: str = "lora", continual: bool = False,
-                       real_mix: float = 0.0, untrained_uncond: str = "m0", epochs: float = 40.0,
+                       real_mix: float = 0.0, untrained_uncond: str = "shared", epochs: float = 40.0,
                        batch_size: int = 32, lr: float = 1e-3, rank: int = 32, lora_alpha: float = 8.0,
-                       steps: int = 30, sample_batch: int = 1000, seed: int = 0, progress: bool = False,
+                       p_mean: float = -1.2, p_std: float = 1.2, steps: int = 30, sigma_max: float = 80.0,
+                       sample_batch: int = 1000, seed: int = 0, progress: bool = False,
                        desc: str = "chain") -> ChainResult:
     # ReDiFine Sec. 3.1, Eq. 1-3 (K = 6); Sec. 5 (ReDiFine: cond_dropout 0.2, schedule "exponential"); App. C.3, E.4
     """K = ``iterations`` rounds of M_k = Finetune(M_0, D_{k-1}), D_k = Generate(M_k, P) from uint8 ``d0_images``
@@ -585,11 +801,14 @@ def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Te
     ``continual``: fine-tune M_{k-1}'s network instead of M_0 (App. E.4). ``real_mix``: the share of each D_k
     (k >= 1) replaced by the D_0 images of the same prompts before fine-tuning, drawn afresh every iteration
     (App. C.3); FID_k is measured on the generated D_k. The guidance: :func:`cfg_schedule` (``schedule``,
-    ``cfg_scale``, ``s0``, ``alpha``); the fine-tune: :func:`finetune_from_m0`. ``seed`` fixes every draw (each
-    iteration's fine-tune and sampling seeds derive from it).
+    ``cfg_scale``, ``s0``, ``alpha``); the fine-tune: :func:`finetune_from_m0` (``untrained_uncond``, ``p_mean``,
+    ``p_std`` there); the sampler's largest noise level ``sigma_max`` (EDM's 80 by default; about 7-10 puts a share of
+    steps above 10 sigma_data like SD's schedule, project option). ``prompts`` may be attribute codes
+    (:class:`AttributePromptNet`); accuracy then reads their classes (:func:`prompt_classes`). ``seed`` fixes every
+    draw (each iteration's fine-tune and sampling seeds derive from it).
     """
     from madlib.metrics.images import HeldOutMetrics
-    from madlib.metrics.spectra import high_frequency_power, radial_power_spectrum
+    from madlib.metrics.spectra import radial_power_spectrum
 
     K = check_int("iterations", iterations, minimum=2)
     real_mix = check_interval("real_mix", real_mix, 0.0, 1.0, high_open=True)
@@ -597,10 +816,14 @@ def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Te
     prompts = torch.as_tensor(prompts).long()
     if d0_images.dtype != torch.uint8 or len(d0_images) != len(prompts):
         raise ValueError("d0_images must be uint8 [N, C, H, W] with one prompt each")
+    check_choice("untrained_uncond", untrained_uncond, UNTRAINED_UNCOND)
+    sigma_max = check_interval("sigma_max", sigma_max, 0.002, math.inf, low_open=True, high_open=True)
+    classes = prompt_classes(m0, prompts)
     settings = dict(iterations=K, schedule=schedule, cfg_scale=cfg_scale, s0=s0, alpha=alpha,
                     cond_dropout=cond_dropout, method=method, continual=bool(continual), real_mix=real_mix,
                     untrained_uncond=untrained_uncond, epochs=epochs, batch_size=batch_size, lr=lr, rank=rank,
-                    lora_alpha=lora_alpha, steps=steps, seed=seed, n=len(prompts))
+                    lora_alpha=lora_alpha, p_mean=p_mean, p_std=p_std, steps=steps, sigma_max=sigma_max, seed=seed,
+                    n=len(prompts))
     seeds = np.random.SeedSequence(check_int("seed", seed, minimum=0)).generate_state(2 * K + 1)
     mix_rng = np.random.default_rng(int(seeds[-1]))
     sets, fid, acc, diff, starts, ends = [d0_images], [], [], [], [], []
@@ -613,14 +836,14 @@ def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Te
         model = finetune_from_m0(m0, train_images, prompts, start=previous.tuned if continual and previous else None,
                                  method=method, cond_dropout=cond_dropout, untrained_uncond=untrained_uncond,
                                  epochs=epochs, batch_size=batch_size, lr=lr, rank=rank, lora_alpha=lora_alpha,
-                                 seed=int(seeds[2 * k - 2] % 2**31))
+                                 p_mean=p_mean, p_std=p_std, seed=int(seeds[2 * k - 2] % 2**31))
         seconds["finetune"].append(time.perf_counter() - clock)
         clock = time.perf_counter()
         images, norms = generate_one_per_prompt(model.net, prompts, weight=weight, steps=steps,
                                                 seed=int(seeds[2 * k - 1] % 2**31), sample_batch=sample_batch,
-                                                diff_norms=True)
+                                                diff_norms=True, sigma_max=sigma_max)
         seconds["sample"].append(time.perf_counter() - clock)
-        metrics = core.evaluate(against_d0, images, prompts)
+        metrics = core.evaluate(against_d0, images, classes)
         sets.append(images)
         fid.append(metrics["fid"])
         acc.append(metrics["accuracy"])
@@ -633,15 +856,159 @@ def chain_of_diffusion(m0: nn.Module, d0_images: torch.Tensor, prompts: torch.Te
             replace = torch.as_tensor(mix_rng.random(len(prompts)) < real_mix)
             train_images = torch.where(replace[:, None, None, None], d0_images, images)
     stacked = torch.stack(sets)  # [K+1, N, 1, H, W]
-    phenotype = high_frequency_power(stacked.flatten(0, 1), tau=0.02, relative=True).reshape(K + 1, -1)
+    absolute = phenotype(stacked.flatten(0, 1)).reshape(K + 1, -1)  # [K+1, N]
+    relative = phenotype(stacked.flatten(0, 1), "relative").reshape(K + 1, -1)  # [K+1, N]
     freq, radial = radial_power_spectrum(stacked.flatten(0, 1))
     hist = np.stack([np.histogram(s.numpy(), bins=32, range=(0, 256), density=True)[0] for s in sets])
     fid = np.array(fid)
     return ChainResult(fid=fid, accuracy=np.array(acc), collapse_rate=float((fid[-1] - fid[0]) / (K - 1)),
-                       sets=sets, prompts=prompts, diff_norm=np.stack(diff), phenotype=phenotype.numpy(),
+                       sets=sets, prompts=prompts, diff_norm=np.stack(diff), phenotype=absolute,
                        radial=radial.reshape(K + 1, len(prompts), -1).mean(1).numpy(), radial_freq=freq.numpy(),
                        histogram=hist, start_digest=starts, end_digest=ends,
-                       seconds={k: np.array(v) for k, v in seconds.items()}, settings=settings)
+                       seconds={k: np.array(v) for k, v in seconds.items()}, settings=settings,
+                       phenotype_relative=relative)
+
+
+# ------------------------------------------------------------------------------- guidance and the CFG axis
+def guidance_decomposition(net: nn.Module, images: torch.Tensor, prompts, *, sigmas=(0.5, 1.0, 2.0, 5.0),
+                           seed: int = 0) -> dict:
+    # ReDiFine Eq. 4 / App. G.2 (Fig. 38b): the guidance difference eps_c - eps_u, split into style and prompt parts
+    """How much of the guidance difference d_p = eps(x; sigma, p) - eps(x; sigma, none) is style and how much prompt.
+
+    At each noise level sigma of ``sigmas`` and each noisy input x_i = x0_i + sigma n_i (x0_i the uint8 ``images``
+    [N, C, H, W] on the network's range, n_i from ``seed``), d is evaluated for every prompt p of ``prompts`` [P]
+    (eps = (x - D) / sigma, so d = -(D_c - D_u) / sigma). Its mean over prompts dbar_i is what every prompt shares at
+    (x, sigma): the style part; d_p - dbar_i is the prompt (class) part. Per sigma, with |.| the per-image L2 norm:
+    ``mean_norm`` = mean |d|, ``total_sq`` = mean |d|^2 = ``style_sq`` (mean_i |dbar_i|^2) + ``prompt_sq``
+    (mean |d_p - dbar_i|^2), exactly; ``style_share`` = style_sq / total_sq. Arrays [len(sigmas)], with ``sigma``.
+    """
+    prompts = torch.as_tensor(prompts).long()
+    if prompts.ndim != 1 or len(prompts) < 2:
+        raise ValueError(f"prompts must be [P] with P >= 2 prompts to average over; got shape {tuple(prompts.shape)}")
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 [N, C, H, W]; got {images.dtype} {tuple(images.shape)}")
+    sigmas = [check_interval("sigmas[i]", s, 0.0, math.inf, low_open=True, high_open=True) for s in sigmas]
+    seed = check_int("seed", seed, minimum=0)
+    params = list(net.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    x0 = core.to_network_range(images).to(device)[None]  # [1, N, C, H, W]
+    g = torch.Generator().manual_seed(seed)
+    out = {k: [] for k in ("sigma", "mean_norm", "total_sq", "style_sq", "prompt_sq", "style_share")}
+    n = x0.shape[1]
+    with torch.no_grad():
+        for sigma in sigmas:
+            x = x0 + sigma * torch.randn(x0.shape, generator=g).to(device)
+            t = torch.full((1, n), sigma, device=device)
+            uncond = net(x, t, None)
+            d = torch.stack([(uncond - net(x, t, torch.full((1, n), int(p), device=device)))[0] / sigma
+                             for p in prompts]).flatten(2).double()  # [P, N, C*H*W]
+            mean = d.mean(0, keepdim=True)  # [1, N, D]: the style part
+            total = float((d**2).sum(-1).mean())
+            style = float((mean[0] ** 2).sum(-1).mean())
+            out["sigma"].append(sigma)
+            out["mean_norm"].append(float(d.norm(dim=-1).mean()))
+            out["total_sq"].append(total)
+            out["style_sq"].append(style)
+            out["prompt_sq"].append(float(((d - mean) ** 2).sum(-1).mean()))
+            out["style_share"].append(style / total if total > 0 else math.nan)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def cfg_fid_sweep(net: nn.Module, prompts, reference: torch.Tensor, reference_labels, lenet, *, cfg_grid,
+                  steps: int = 30, sigma_max: float = 80.0, seed: int = 0, sample_batch: int = 1000) -> dict:
+    # ReDiFine Sec. 3.2 / R:255 (FID_1 against CFG); project calibration of the CFG axis (issue 28)
+    """Sample-only FID against the CFG scale: one image per prompt of ``prompts`` [N] at every CFG of ``cfg_grid``
+    (constant schedule, :func:`generate_one_per_prompt`, the same ``seed`` for every value: common latents), each
+    set's :func:`madlib.metrics.image_metrics` against ``reference`` [M, C, H, W] with ``reference_labels`` [M].
+    Returns ``cfg`` [C], ``fid``, ``accuracy``, ``white_share`` and ``blank_share`` [C] (plain arrays)."""
+    from madlib.metrics.images import HeldOutMetrics
+
+    grid = [check_interval("cfg_grid[i]", c, 0.0, math.inf, high_open=True) for c in cfg_grid]
+    if not grid:
+        raise ValueError("cfg_grid must hold at least one CFG scale")
+    classes = prompt_classes(net, prompts)
+    held = HeldOutMetrics(reference, lenet)
+    out = {k: [] for k in ("fid", "accuracy", "white_share", "blank_share")}
+    for c in grid:
+        images, _ = generate_one_per_prompt(net, prompts, weight=cfg_schedule(cfg_scale=c), steps=steps, seed=seed,
+                                            sample_batch=sample_batch, sigma_max=sigma_max)
+        metrics = core.evaluate(held, images, classes)
+        out["fid"].append(metrics["fid"])
+        out["accuracy"].append(metrics["accuracy"])
+        out["white_share"].append(white_share(images))
+        out["blank_share"].append(blank_share(images))
+    return {"cfg": np.array(grid)} | {k: np.array(v) for k, v in out.items()}
+
+
+def iteration_one_sweep(m0: nn.Module, d0_images: torch.Tensor, prompts, lenet, *, cfg_grid, steps: int = 30,
+                        sigma_max: float = 80.0, seed: int = 0, sample_batch: int = 1000, guidance_images: int = 0,
+                        guidance_prompts: int = 30, **finetune) -> dict:
+    # ReDiFine Eq. 1-2 at k = 1: M_1 = Finetune(M_0, D_0), then D_1 at each CFG; project calibration (issue 28)
+    """FID_1 against the CFG scale: one fine-tune M_1 = Finetune(M_0, D_0) (:func:`finetune_from_m0` with ``finetune``
+    keyword arguments, seed ``seed``), then :func:`cfg_fid_sweep` of M_1 against D_0 (``d0_images`` [N] with the
+    classes of ``prompts``, sampling seed ``seed + 1``). Returns the sweep's arrays and ``finetune_seconds``; with
+    ``guidance_images`` > 0 also ``guidance`` = {"m0": ..., "m1": ...}, :func:`guidance_decomposition` of M_0 and M_1
+    (before and after the fine-tune) on the first ``guidance_images`` D_0 images over at most ``guidance_prompts``
+    of the distinct prompts (evenly spaced), seed ``seed``."""
+    guidance_images = check_int("guidance_images", guidance_images, minimum=0)
+    guidance_prompts = check_int("guidance_prompts", guidance_prompts, minimum=2)
+    clock = time.perf_counter()
+    model = finetune_from_m0(m0, d0_images, torch.as_tensor(prompts).long(), seed=seed, **finetune)
+    seconds = time.perf_counter() - clock
+    sweep = cfg_fid_sweep(model.net, prompts, d0_images, prompt_classes(m0, prompts), lenet, cfg_grid=cfg_grid,
+                          steps=steps, sigma_max=sigma_max, seed=seed + 1, sample_batch=sample_batch)
+    out = sweep | {"finetune_seconds": seconds}
+    if guidance_images:
+        distinct = torch.unique(torch.as_tensor(prompts).long())
+        pick = distinct[np.unique(np.linspace(0, len(distinct) - 1, min(guidance_prompts, len(distinct))).round()
+                                  .astype(int))]
+        images = d0_images[:guidance_images]
+        out["guidance"] = {name: guidance_decomposition(net, images, pick, seed=seed)
+                           for name, net in (("m0", m0), ("m1", model.net))}
+    return out
+
+
+def calibrated_high_cfg(cfg_grid, fid, factor: float = CALIBRATION_FACTOR) -> float:
+    # project rule (issue 28): the baseline "high CFG" is the edge of the FID_1-vs-CFG plateau, not the paper's 7.5
+    """The largest CFG of ``cfg_grid`` [C] whose FID (``fid`` [C], e.g. FID_1 of :func:`iteration_one_sweep`) is
+    within ``factor`` x the best (lowest) FID of the grid (default 1.25, a project choice)."""
+    grid, fid = np.asarray(cfg_grid, float), np.asarray(fid, float)
+    if grid.ndim != 1 or grid.shape != fid.shape or len(grid) == 0:
+        raise ValueError(f"cfg_grid and fid must be [C] of the same length; got {grid.shape} and {fid.shape}")
+    factor = check_interval("factor", factor, 1.0, math.inf, high_open=True)
+    if not np.all(np.isfinite(fid)):
+        raise ValueError("fid must be finite")
+    return float(grid[fid <= factor * fid.min()].max())
+
+
+# ----------------------------------------------------------------------------------------------- D_0 styles
+D0_STYLES = ("plain", "dilate", "blur", "pixelate")  # :func:`restyle`
+
+
+def restyle(images: torch.Tensor, style: str = "plain") -> torch.Tensor:
+    # project choice (issue 28, item 6): a second D_0 style that is not M_0's thin-stroke MNIST
+    """uint8 images [N, C, H, W] in another style: ``"plain"`` as given; ``"dilate"`` thick strokes (3x3 grey
+    dilation, a max over each pixel's 3x3 neighbourhood); ``"blur"`` soft strokes (the 3x3 binomial kernel
+    [1, 2, 1]^T [1, 2, 1] / 16, zero padding); ``"pixelate"`` blocky strokes (mean over 2x2 blocks, then each
+    block's value repeated: an upscaled low-resolution digit, as the 8x8 digits are)."""
+    from torch.nn import functional as F
+
+    check_choice("style", style, D0_STYLES)
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 [N, C, H, W]; got {images.dtype} {tuple(images.shape)}")
+    if style == "plain":
+        return images.clone()
+    x = images.double()
+    if style == "dilate":
+        y = F.max_pool2d(x, 3, stride=1, padding=1)
+    elif style == "blur":
+        k = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+        kernel = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+        y = F.conv2d(x, kernel, padding=1, groups=x.shape[1])
+    else:
+        H, W = x.shape[-2:]
+        y = F.interpolate(F.avg_pool2d(x, 2, ceil_mode=True), scale_factor=2, mode="nearest")[..., :H, :W]
+    return y.round().clamp(0, 255).to(torch.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ trait fit

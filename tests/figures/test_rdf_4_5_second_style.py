@@ -23,6 +23,7 @@ def test_rdf_4_5_second_style(smoke_build):
         "RDF-5.redifine-close-to-best-second-style", "RDF-5.each-half-weaker-second-style"}
     params, data = record["params"], record["data"]
     assert params["d0_split"] == "test" and params["m0_settings"]["dataset"] == params["d0_dataset"]  # M0 saw only the train split
+    assert params["d0_style"] in ("dilate", "blur", "pixelate", "plain")  # a second style drawn from held-out MNIST
     grid = params["cfg_grid"]
     best, digits_best = data["best_cfg"], params["digits_best_cfg"]
     assert best == grid[int(np.argmin([data["selection"][f"cfg={c:g}"]["fid"][-1] for c in grid]))]
@@ -36,7 +37,9 @@ def test_rdf_4_5_second_style(smoke_build):
     chains = {f"cfg={c:g}": data["selection"][f"cfg={c:g}"] for c in grid} | data["report"]
     for name, chain in chains.items():
         blank = np.array(data["blank_share"][name])
-        assert np.array_equal(data["at_cap"][name], (np.array(chain["fid"]) >= 0.98 * cap) | (blank >= 0.5))
+        # at the cap by FID (within 2%) or half blank, and also when half the pixels are white (not recorded here)
+        capped_or_blank = (np.array(chain["fid"]) >= 0.98 * cap) | (blank >= 0.5)
+        assert np.all(np.array(data["at_cap"][name]) >= capped_or_blank)
     below_cap = {name: not np.any(data["at_cap"][name]) for name in chains}
     m0 = data["m0"]  # the M0 bar of rdf_4_6, on M0's own held-out split: every claim's first precondition
     m0_ok = m0["metrics"]["accuracy"] >= 0.85 and m0["metrics"]["fid"] <= 2 * m0["floor"]["fid"]

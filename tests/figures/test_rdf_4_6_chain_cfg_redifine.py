@@ -51,7 +51,22 @@ def test_rdf_4_6_chain_cfg_redifine(smoke_build):
         "RDF-5.redifine-below-baseline", "RDF-5.redifine-close-to-best", "RDF-6.diff-norm", "RDF-6.spectrum-close",
         "RDF-6.pixel-histograms", "RDF-2.trait-fit-directions"}  # visible-from-third needs K >= 4; smoke runs K = 2
     params, data = record["params"], record["data"]
-    K, grid = params["iterations"], params["cfg_grid"]
+    K, grid = params["iterations"], data["cfg_grid"]
+    # the CFG axis calibrated to M0: the baseline's CFG follows the rule on the recorded FID_1 sweep, the grid holds it
+    cal = data["calibration"]
+    fid1 = np.array(cal["iteration_1"]["fid"])
+    assert cal["grid"] == params["calibration_grid"] and len(cal["m0"]["fid"]) == len(cal["grid"]) == len(fid1)
+    if params["baseline"] == "calibrated":
+        factor = params["calibration_factor"]
+        within = [c for c, f in zip(cal["grid"], fid1) if f <= factor * fid1.min()]
+        assert data["baseline_cfg"] == max(within)
+    else:
+        assert data["baseline_cfg"] == params["baseline_cfg"]
+    assert grid == sorted(set(params["cfg_grid"]) | {data["baseline_cfg"]})
+    # the style / prompt split of eps_c - eps_u before and after the first fine-tune: an exact decomposition
+    for g in data["guidance"].values():
+        np.testing.assert_allclose(np.array(g["style_sq"]) + np.array(g["prompt_sq"]), g["total_sq"], rtol=1e-9)
+        assert np.all((np.array(g["style_share"]) >= 0) & (np.array(g["style_share"]) <= 1))
     chains = list(data["selection"].values()) + [r for runs in data["report"].values() for r in runs]
     assert len(data["selection"]) == len(grid) and all(len(r) == params["n_seeds"] for r in data["report"].values())
     assert params["report_seeds"] == [params["seed"] + 1 + j for j in range(params["n_seeds"])]
@@ -59,9 +74,11 @@ def test_rdf_4_6_chain_cfg_redifine(smoke_build):
     for chain in chains:
         assert len(chain["fid"]) == K and np.all(np.array(chain["fid"]) > 0)
         assert chain["collapse_rate"] == pytest.approx((chain["fid"][-1] - chain["fid"][0]) / (K - 1))
+        fid = np.array(chain["fid"])
+        assert chain["fid_auc"] == pytest.approx(float(np.sum(fid[1:] + fid[:-1]) / 2))  # area under FID_k
         assert chain["start_digest"] == [m0_digest] * K  # Eq. 1: every fine-tune starts from the same M0
         assert np.shape(chain["diff_norm"]) == (K, params["steps"])
-    best, low, baseline = data["best_cfg"], grid[0], params["baseline_cfg"]
+    best, low, baseline = data["best_cfg"], grid[0], data["baseline_cfg"]
     assert best in grid
     assert best == grid[int(np.argmin([data["selection"][f"cfg={c:g}"]["fid"][-1] for c in grid]))]
     for key in [f"cfg={c:g}" for c in grid] + ["redifine"]:
@@ -72,7 +89,8 @@ def test_rdf_4_6_chain_cfg_redifine(smoke_build):
         assert trajectory[0] == pytest.approx(0.0, abs=1e-9)  # standardised by D0 itself
     assert data["floors"]["fresh"]["fid"] > 0 and data["floors"]["halves"]["fid"] > 0
 
-    # the blank cap: an all-white set is far from D0; a set is at the cap by its FID (within 2%) or half its images blank
+    # the blank cap: an all-white set is far from D0; a set is at the cap by its FID (within 2%), half its images blank or
+    # half its pixels white
     cap, floor = data["blank_cap"], data["floors"]["fresh"]["fid"]
     assert cap > 2 * floor
     fids = {f"cfg={c:g}": np.array([data["selection"][f"cfg={c:g}"]["fid"]]) for c in grid}
@@ -81,7 +99,9 @@ def test_rdf_4_6_chain_cfg_redifine(smoke_build):
     for name, fid in fids.items():
         blank = np.array(readouts[name]["blank_share"])
         assert blank.shape == (fid.shape[0], K + 1) and np.all(blank[:, 0] == 0)  # D0 has no blank image
-        assert np.array_equal(readouts[name]["at_cap"], (fid >= 0.98 * cap) | (blank[:, 1:] >= 0.5))
+        white = np.array(readouts[name]["white_share"])
+        assert np.array_equal(readouts[name]["saturated"], (blank[:, 1:] >= 0.5) | (white[:, 1:] >= 0.5))
+        assert np.array_equal(readouts[name]["at_cap"], (fid >= 0.98 * cap) | (blank[:, 1:] >= 0.5) | (white[:, 1:] >= 0.5))
     below_cap = {name: not np.any(readouts[name]["at_cap"]) for name in fids}
 
     # the project bars, recomputed: M0 on its held-out split, and a chain's first fine-tune against the D0 floor
@@ -93,6 +113,12 @@ def test_rdf_4_6_chain_cfg_redifine(smoke_build):
     collapse = claims["RDF-4.collapse-at-cfg-7.5"]
     assert met(collapse, "iteration-1 bar (baseline)") == (b[:, 0].mean() <= 3 * floor)
     assert met(collapse, "room for a doubling") == (b[:, 0].mean() <= cap / 2)
+    # every collapse claim needs FID_1 at the calibrated baseline CFG within 3 x the floor
+    cal_name = f"baseline CFG {baseline:g} calibrated"
+    cal_fid = fid1[cal["grid"].index(baseline)] if baseline in cal["grid"] else b[:, 0].mean()
+    for cid in ("RDF-4.collapse-at-cfg-7.5", "RDF-4.u-shape", "RDF-4.cfg-most-influential", "RDF-5.redifine-below-baseline",
+                "RDF-4.high-cfg-saturates", "RDF-4.high-cfg-high-frequency"):
+        assert met(claims[cid], f"iteration-1 bar ({cal_name})") == (cal_fid <= 3 * floor)
     check_comparison(collapse, b[:, -1] / b[:, 0])
 
     # a setting is never compared with itself, and a grid of two has no interior: both read "not testable"
@@ -135,15 +161,15 @@ def test_rdf_4_6_chain_cfg_redifine(smoke_build):
     gap = claims["RDF-6.spectrum-close"]["measured"]["log_gap_K"]
     check_comparison(claims["RDF-6.spectrum-close"], np.array(gap["best"]["per_seed"]) - np.array(gap["redifine"]["per_seed"]))
 
-    # readouts that cannot say what the claim needs: M0's frozen unconditional branch, and the relative phenotype at
-    # 8x8 (1 - the DC share: brightness)
+    # readouts that cannot say what the claim needs: M0's frozen unconditional branch; the phenotype is the absolute
+    # power above r = 0.25, which resolves frequency at any size with a non-zero frequency below the cut
     diff = claims["RDF-6.diff-norm"]
     assert met(diff, "unconditional branch fine-tuned") == (params["untrained_uncond"] == "shared")
     if params["untrained_uncond"] == "m0":
         assert diff["level"] == "not testable"
     trait = claims["RDF-2.trait-fit-directions"]
-    assert met(trait, "phenotype resolves frequency") == (1 / params["image_size"] <= 0.02)
-    assert params["image_size"] > 50 or trait["level"] == "not testable"
+    assert met(trait, "phenotype resolves frequency") == (1 / params["image_size"] < 0.25)
+    assert params["untrained_uncond"] == "shared" and met(diff, "unconditional branch fine-tuned")  # the default
 
     archive = load_sample_archive(data["samples_archive"])
     n_chains = len(grid) + sum(len(r) for r in data["report"].values())

@@ -43,7 +43,9 @@ def test_rdf_7_sweeps(smoke_build):
     assert cap > 2 * floor
     for name, chain in chains.items():
         blank = np.array(data["blank_share"][name])
-        assert np.array_equal(data["at_cap"][name], (np.array(chain["fid"]) >= 0.98 * cap) | (blank >= 0.5))
+        # at the cap by FID (within 2%) or half blank, and also when half the pixels are white (not recorded here)
+        capped_or_blank = (np.array(chain["fid"]) >= 0.98 * cap) | (blank >= 0.5)
+        assert np.all(np.array(data["at_cap"][name]) >= capped_or_blank)
     below_cap = {name: not np.any(data["at_cap"][name]) for name in chains}
     m0 = data["m0"]  # the M0 bar of rdf_4_6 (the same M0): every claim's first precondition
     m0_ok = m0["metrics"]["accuracy"] >= 0.85 and m0["metrics"]["fid"] <= 2 * m0["floor"]["fid"]
