@@ -128,3 +128,114 @@ def test_network_evaluations_count_heun_steps_and_the_guided_interval():
     n = CONFIG.sample_steps  # 4 steps: 2 + 2 + 2 + 1 evaluations
     assert network_evaluations(CONFIG, guided=False) == 2 * n - 1
     assert network_evaluations(CONFIG, guided=True, guide_from=2) == 7 + 3
+
+
+# --- the image protocol (issue 26) --------------------------------------------------------------------------------
+
+from madlib.diffusion.training import ema_beta  # noqa: E402
+from madlib.methods import sims  # noqa: E402
+
+TINY = SIMSConfig(image_size=8, base_channels=8, channel_mults=(1, 2), sample_steps=3, warmup=0, sample_batch=64,
+                  ema_decay=0.99, ema_rampup=0.05)
+
+
+def _spec(seed, tmp_path, **kw):
+    return dict(settings=TINY.settings(), dataset="digits", n_real=100, base_images=64, seed=seed, n_synthetic=40,
+                budgets=[32, 64], cache_dir=str(tmp_path), **kw)
+
+
+def test_every_seed_trains_on_the_one_real_set_and_models_are_cached(tmp_path, monkeypatch):
+    seen = []
+    real_train = sims.train_base
+
+    def spy(images, config, **kw):
+        seen.append(images.clone())
+        return real_train(images, config, **kw)
+
+    monkeypatch.setattr(sims, "train_base", spy)
+    base0, aux0 = sims.models(_spec(0, tmp_path))
+    sims.models(_spec(1, tmp_path))
+    assert torch.equal(seen[0], seen[1]) and len(seen[0]) == 100  # the same D for every seed: seeds vary training only
+    again, aux_again = sims.models(_spec(0, tmp_path))
+    assert again.stats is None and _same_weights(again.net, base0.net)  # read back from the cache
+    assert all(_same_weights(aux_again[b].net, aux0[b].net) for b in (32, 64))
+    assert aux_again[64].key == aux0[64].key and aux0[32].key != aux0[64].key
+    polluted = sims.base_model(_spec(0, tmp_path, pollution=0.5))  # SIMS-3's G2: D plus 50 samples of G1
+    assert len(seen[-1]) == 150 and torch.equal(seen[-1][:100], seen[0]) and polluted.key != base0.key
+
+
+def test_spec_is_checked_before_any_compute(tmp_path):
+    with pytest.raises(ValueError, match="missing \\['seed'\\]"):
+        sims.check_spec({k: v for k, v in _spec(0, tmp_path).items() if k != "seed"})
+    with pytest.raises(ValueError, match="unknown \\['budget'\\]"):
+        sims.check_spec({**_spec(0, tmp_path), "budget": 3})
+    with pytest.raises(ValueError, match="trainable"):
+        sims.check_spec(_spec(0, tmp_path, trainable="encoder"))
+    with pytest.raises(ValueError, match="synthetic_pool"):
+        sims.check_spec(_spec(0, tmp_path, synthetic_pool=10))
+
+
+def test_a_conditional_chain_samples_balanced_classes_and_the_shared_encoder_agrees(tmp_path):
+    config = SIMSConfig(**{**TINY.settings(), "num_classes": 10})
+    spec = {**_spec(0, tmp_path), "settings": config.settings(), "budgets": [64]}
+    base, auxes = sims.models(spec)
+    assert base.net.num_classes == 10
+    assert torch.equal(sims.balanced_labels(12, config), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]))
+    from madlib.diffusion import core
+
+    direct = core.sample(base.net, 20, seed=5, image_shape=config.image_shape(), labels=sims.balanced_labels(20, config),
+                         sigmas=config.sigmas())
+    assert torch.equal(sims.sims_sample(base, None, 0.0, 20, config, seed=5), direct)
+    _, dec = sims.models({**spec, "trainable": "decoder"})
+    shared = sims.sims_sample(base, dec[64], 1.0, 20, config, seed=5, shared_encoder=True)
+    separate = sims.sims_sample(base, dec[64], 1.0, 20, config, seed=5)
+    assert (shared.int() - separate.int()).abs().max() <= 1  # one encoder pass, the same denoiser up to rounding
+    with pytest.raises(ValueError, match="labels must give a class label"):
+        train_base(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), config, images_seen=4, seed=0)
+
+
+class _Scale(torch.nn.Module):
+    """A 'denoiser' D(x) = c x: the alignment's closed form is known."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, sigma, y=None):
+        return self.c * x
+
+
+def test_denoiser_alignment_matches_a_closed_form():
+    images = torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8)
+    base, aux = sims.SIMSModel(_Scale(0.8), 0, None), sims.SIMSModel(_Scale(0.9), 0, None)
+    out = sims.denoiser_alignment(base, aux, images, [0.5, 2.0], seed=3)
+    x0 = images.double() / 127.5 - 1
+    g = torch.Generator().manual_seed(3)
+    for k, sigma in enumerate([0.5, 2.0]):
+        x = x0 + sigma * torch.randn(x0.shape, generator=g).double()
+        e, d = (0.8 * x - x0).flatten(1), (-0.1 * x).flatten(1)
+        w = float(-(e * d).sum() / (d * d).sum())
+        np.testing.assert_allclose(out["w_star"][k], w, rtol=1e-4)
+        np.testing.assert_allclose(out["cosine"][k], float(torch.nn.functional.cosine_similarity(e, d).mean()), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(out["mse_reduction"][k], float(1 - ((e + w * d) ** 2).sum() / (e * e).sum()), rtol=1e-4, atol=1e-6)
+    # at large sigma the ideal denoiser is near 0: the base (0.8 x) shrinks too little, its error points along +x;
+    # the auxiliary model (0.9 x) shrinks even less, so d = -0.1 x points against the error and w > 0 helps
+    assert out["cosine"][1] < 0 and out["w_star"][1] > 0
+
+
+def test_choose_cell_reads_only_guided_cells():
+    fid = np.array([[[1.0, 5.0, 4.0], [0.5, 5.0, 3.0]], [[1.0, 5.0, 4.2], [0.5, 5.0, 2.8]]])  # [S, B, W]; w = -1 is best, never chosen
+    assert sims.choose_cell(fid, [10, 20], [-1.0, 0.0, 1.0]) == (20, 1.0)
+    with pytest.raises(ValueError, match="w > 0|weight > 0"):
+        sims.choose_cell(fid, [10, 20], [-1.0, 0.0, -0.5])
+    with pytest.raises(ValueError, match="fid must be"):
+        sims.choose_cell(fid, [10], [-1.0, 0.0, 1.0])
+
+
+def test_ema_ramp_up_follows_edm_and_keeps_old_cache_keys():
+    assert ema_beta(1, 0.999, 0.05) == 0.5 ** 20 and ema_beta(10**6, 0.999, 0.05) == 0.999
+    assert ema_beta(40, 0.999, 0.0) == 0.999
+    np.testing.assert_allclose(0.5 ** (1 / (0.05 * 1000)), ema_beta(1000, 0.9999, 0.05))  # half-life 50 steps = 5% of 1000
+    assert "ema_rampup" not in SIMSConfig().settings() and SIMSConfig(ema_rampup=0.05).settings()["ema_rampup"] == 0.05
+    with pytest.raises(ValueError, match="ema_rampup"):
+        SIMSConfig(ema_rampup=-1)

@@ -159,3 +159,15 @@ def test_kid_blocks_equal_one_matrix():
     full = (x @ x.T / 4 + 1) ** 3
     assert polynomial_kernel_sum(x, rows=7) == pytest.approx(full.sum() - np.trace(full), rel=1e-12)
     assert polynomial_kernel_sum(x, y, rows=7) == pytest.approx(((x @ y.T / 4 + 1) ** 3).sum(), rel=1e-12)
+
+
+def test_a_precondition_may_fail_as_inconclusive_but_not_testable_wins():
+    # SIMS-5's cost ablations: where full SIMS shows no gain there is nothing to keep, so the cost is undecided
+    comparison = Comparison("gain kept", "greater", 0.0, Interval(1.0, 0.5, 1.5, 0.95, "t", 3))
+    soft = Precondition("full SIMS beats the base", "gain > 0", met=False, fails_as="inconclusive")
+    hard = Precondition("base bar", "FID <= 1.5 x floor", met=False)
+    assert decide(preconditions=[soft], comparison=comparison) == "inconclusive"
+    assert decide(preconditions=[soft, hard], comparison=comparison) == "not testable"
+    assert decide(preconditions=[Precondition("ok", "x", met=True, fails_as="inconclusive")], comparison=comparison) == "held"
+    with pytest.raises(ValueError, match="fails_as"):
+        Precondition("p", "x", met=False, fails_as="not held")

@@ -239,12 +239,14 @@ class ProtocolSets:
     class order; every real training set of the figure is a prefix of them per class (``first(n)``), and the
     real-vs-real floor reads ``P`` of them. reference: every other image of the dataset (training and test splits) in
     the figure's classes, outside every real training set of the figure. reference_count: its size (recorded).
+    reference_labels: the reference's true labels (per-group metrics, SIMS-4).
     """
 
     pool_images: torch.Tensor
     pool_labels: torch.Tensor
     reference: torch.Tensor
     classes: tuple[int, ...]
+    reference_labels: torch.Tensor | None = None
 
     @property
     def reference_count(self) -> int:
@@ -276,5 +278,5 @@ def protocol_sets(name: str, *, size: int | None, pool: int, classes=None, root=
     rest &= torch.isin(labels, torch.as_tensor(classes))
     in_test = torch.isin(test_labels, torch.as_tensor(classes))
     reference = torch.cat([images[rest], test_images[in_test]])
-    return ProtocolSets(images[idx], labels[idx], reference, classes)
+    return ProtocolSets(images[idx], labels[idx], reference, classes, torch.cat([labels[rest], test_labels[in_test]]))
 

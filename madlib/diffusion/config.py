@@ -36,7 +36,8 @@ def check_sigma_grid(sigma_min, sigma_max, rho) -> tuple[float, float, float]:
 @dataclass(frozen=True)
 class EDMConfig:
     """image_size, image_channels: images [C, H, W]; base_channels, channel_mults, num_res_blocks: the U-Net.
-    batch_size, lr (Adam), warmup (images seen of linear warm-up), ema_decay (the EMA copy samples).
+    batch_size, lr (Adam), warmup (images seen of linear warm-up), ema_decay (the EMA copy samples), ema_rampup (EDM's
+    EMA ramp-up: the average's half-life at most ema_rampup x the images seen; 0 = a constant decay).
     sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (EDM Eq. 5; 0 < sigma_min < sigma_max, both finite,
     rho finite and > 0); sample_batch: images per sampler call. Every field is checked on construction: a value
     outside its range raises ValueError naming it.
@@ -51,6 +52,7 @@ class EDMConfig:
     lr: float = 2e-3
     warmup: int = 0
     ema_decay: float = 0.99
+    ema_rampup: float = 0.0
     sample_steps: int = 12
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -66,6 +68,7 @@ class EDMConfig:
         check_interval("lr", self.lr, 0.0, 1.0, low_open=True)
         check_int("warmup", self.warmup, minimum=0)
         check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        check_interval("ema_rampup", self.ema_rampup, 0.0, math.inf, high_open=True)
         check_int("sample_steps", self.sample_steps, minimum=2)
         check_sigma_grid(self.sigma_min, self.sigma_max, self.rho)
         check_int("sample_batch", self.sample_batch, minimum=1)
@@ -76,8 +79,12 @@ class EDMConfig:
             check_int(f"channel_mults[{i}]", mult, minimum=1)
 
     def settings(self) -> dict:
-        """Every field as plain JSON data (channel_mults as a list)."""
-        return {**asdict(self), "channel_mults": list(self.channel_mults)}
+        """Every field as plain JSON data (channel_mults as a list); ema_rampup only when set, so that the cache keys of
+        fits made before it existed stay the same."""
+        out = {**asdict(self), "channel_mults": list(self.channel_mults)}
+        if not self.ema_rampup:
+            del out["ema_rampup"]
+        return out
 
     def sigmas(self) -> torch.Tensor:
         return edm_sigma_steps(self.sample_steps, self.sigma_min, self.sigma_max, self.rho)

@@ -201,7 +201,7 @@ def train(images: torch.Tensor, config: EDMConfig, *, images_seen: int, seed: in
                                sources=None if sources is None else sources.to(device)[None],
                                cond_dropout=label_dropout, generator=g, optimizer=optimizer,
                                weight_decay=weight_decay, warmup=config.warmup, ema=average,
-                               ema_decay=config.ema_decay, checkpoint=checkpoint,
+                               ema_decay=config.ema_decay, ema_rampup=config.ema_rampup, checkpoint=checkpoint,
                                checkpoint_every=checkpoint_every,
                                after_step=after_step if wanted else None, precision=precision,
                                progress=progress)

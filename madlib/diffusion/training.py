@@ -66,7 +66,7 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
                    sources: torch.Tensor | None = None, cond_dropout: float = 0.0,
                    generator: torch.Generator | None = None, optimizer: str = "adam", weight_decay: float = 0.0,
                    warmup: int = 0, lr_decay: str = "constant", ema: torch.nn.Module | None = None,
-                   ema_decay: float = 0.999, checkpoint: str | os.PathLike | None = None,
+                   ema_decay: float = 0.999, ema_rampup: float = 0.0, checkpoint: str | os.PathLike | None = None,
                    checkpoint_every: int = 200, after_step: Callable[[], None] | None = None,
                    precision: str = "fp32", progress: bool = False) -> TrainStats:
     """Train every member of ``net`` on its own dataset (Adam or AdamW on its trainable parameters).
@@ -83,7 +83,9 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
 
     Schedule: ``warmup`` samples seen of linear warm-up, then ``lr_decay`` "constant" or "cosine" (to 0
     at the last step). ``ema``: a copy of ``net`` moved towards it after every step with
-    ``ema_decay`` (:func:`ema_update`). ``after_step()`` runs after every step. ``precision``: ``"fp32"``,
+    ``ema_decay`` (:func:`ema_update`); with ``ema_rampup`` r > 0 the decay ramps up as in EDM's training loop, the
+    half-life at most r times the images seen so far (:func:`ema_beta`), so that the average forgets its starting
+    weights (a fresh network's, or the base model's in a fine-tune) in proportion to the run. ``after_step()`` runs after every step. ``precision``: ``"fp32"``,
     or ``"bf16"`` for the forward pass and loss under bf16 autocast on the data's device (weights, gradients,
     optimiser and EMA stay float32; a GPU option, :func:`autocast`).
 
@@ -104,6 +106,7 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("lr_decay", lr_decay, LR_DECAYS)
     ema_decay = check_interval("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+    ema_rampup = check_interval("ema_rampup", ema_rampup, 0.0, math.inf, high_open=True)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     steps = math.ceil(samples_seen / batch)
     warmup_steps = math.ceil(check_int("warmup", warmup, minimum=0) / batch)
@@ -118,7 +121,8 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
     identity = {"format": _CHECKPOINT_FORMAT, "steps": steps, "batch": batch, "data_shape": list(data.shape),
                 "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
                 "lr_decay": lr_decay, "cond_dropout": cond_dropout, "ema": ema is not None, "ema_decay": ema_decay,
-                **({"precision": precision} if precision != "fp32" else {})}
+                **({"precision": precision} if precision != "fp32" else {}),
+                **({"ema_rampup": ema_rampup} if ema_rampup else {})}
     state = {"step": 0, "order": None, "pos": n, "losses": torch.zeros(members)}
     if checkpoint is not None and Path(checkpoint).exists():
         state = _load_checkpoint(Path(checkpoint), identity, net, opt, sched, ema, generator)
@@ -148,7 +152,7 @@ def train_ensemble(net: torch.nn.Module, data: torch.Tensor, loss_fn: Callable, 
         opt.step()
         sched.step()
         if ema is not None:
-            ema_update(ema, net, ema_decay)
+            ema_update(ema, net, ema_beta(step + 1, ema_decay, ema_rampup))
         if after_step is not None:
             after_step()
         if checkpoint is not None and (step + 1 == steps or (step + 1) % checkpoint_every == 0):
@@ -190,6 +194,13 @@ def _load_checkpoint(path: Path, identity: dict, net, opt, sched, ema, generator
     device = next(net.parameters()).device
     order = None if state["order"] is None else state["order"].to(device)
     return {"step": state["step"], "order": order, "pos": state["pos"], "losses": state["losses"]}
+
+
+def ema_beta(step: int, decay: float, rampup: float = 0.0) -> float:
+    # EDM training_loop.py: half-life = min(half-life of decay, rampup x images seen); beta = 0.5 ** (batch / half-life)
+    """The EMA decay after optimiser step ``step`` (1-based): ``decay``, or with ``rampup`` r > 0 the smaller of
+    ``decay`` and 0.5 ** (1 / (r * step)) (a half-life of r times the images seen, counted in batches)."""
+    return decay if rampup <= 0 else min(decay, 0.5 ** (1.0 / (rampup * step)))
 
 
 @torch.no_grad()

@@ -29,15 +29,22 @@ DIRECTIONS = ("greater", "less")
 
 @dataclass(frozen=True)
 class Precondition:
-    """A condition the claim needs before it can be read: ``requirement`` in words, ``met``, and what was ``measured``."""
+    """A condition the claim needs before it can be read: ``requirement`` in words, ``met``, and what was ``measured``.
+
+    ``fails_as``: the level a claim reads when this condition fails: ``"not testable"`` (the default: the test cannot
+    be run as stated) or ``"inconclusive"`` (the test ran, but its premise leaves the answer open, e.g. the cost of an
+    ablation where the full method itself showed no gain to lose)."""
 
     name: str
     requirement: str
     met: bool
     measured: Any = None
+    fails_as: str = "not testable"
 
     def __post_init__(self):
         object.__setattr__(self, "met", bool(self.met))
+        if self.fails_as not in ("not testable", "inconclusive"):
+            raise ValueError(f"fails_as must be 'not testable' or 'inconclusive'; got {self.fails_as!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,10 +90,13 @@ class Comparison:
 
 
 def decide(*, held=None, preconditions=(), comparison: Comparison | None = None) -> str:
-    """The level of a claim: ``not testable`` if a precondition failed, else the comparison's level, else
-    held / not held from ``held``."""
-    if any(not p.met for p in preconditions):
+    """The level of a claim: ``not testable`` if a precondition failed (``inconclusive`` if every failed one says so
+    with ``fails_as``), else the comparison's level, else held / not held from ``held``."""
+    failed = [p for p in preconditions if not p.met]
+    if any(p.fails_as == "not testable" for p in failed):
         return "not testable"
+    if failed:
+        return "inconclusive"
     if comparison is not None:
         return comparison.level
     if held is None:

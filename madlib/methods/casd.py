@@ -44,7 +44,6 @@ so an interrupted build leaves either the whole file or none. ``cache_dir=None``
 from __future__ import annotations
 
 import time
-import functools
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -398,16 +397,10 @@ def cell_training_set(method: str, protocol, n: int, m: int, synthetic: torch.Te
     return real, synthetic[:m]
 
 
-@functools.lru_cache(maxsize=4)
 def _protocol(dataset: str, size: int, pool: int, classes, device: str, k: int):
-    # one per worker process and protocol: the real sets, the classifier and the reference's features, read once
-    from madlib.data.images import protocol_sets
-    from madlib.metrics import load_lenet
-    from madlib.metrics.images import HeldOutMetrics
+    from madlib.metrics.images import reference_protocol
 
-    protocol = protocol_sets(dataset, size=size, pool=pool, classes=None if classes is None else list(classes))
-    lenet = load_lenet(device=device)
-    return protocol, lenet, HeldOutMetrics(protocol.reference, lenet, k=k)
+    return reference_protocol(dataset, size, pool, classes, device, k)
 
 
 def run_cell(*, method: str, source: dict | None, n: int, m: int, seed: int, settings: dict, dataset: str,

@@ -11,6 +11,7 @@ project's LeNet assigns to the class they were generated for.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,7 +23,8 @@ from madlib.metrics.lenet import LeNet, lenet_features, lenet_logits
 from madlib.metrics.prdc import density_coverage, precision_recall
 from madlib.stats import Interval, paired_bootstrap
 
-__all__ = ["image_metrics", "predicted_classes", "class_shares", "class_readouts", "HeldOutMetrics", "EVAL_SAMPLES"]
+__all__ = ["image_metrics", "predicted_classes", "class_shares", "class_readouts", "HeldOutMetrics", "EVAL_SAMPLES",
+           "reference_protocol"]
 
 # Samples per cell a claim reads (project choice, the verdicts protocol): FID at 300-500 samples moved by
 # about 1 between latent sets, as much as the effects; selection may use fewer, on latents disjoint from these.
@@ -190,3 +192,16 @@ class HeldOutMetrics:
         index = np.arange(fa.shape[0])
         return paired_bootstrap(lambda i: kid_of(*kernels[0], i) - kid_of(*kernels[1], i), index,
                                 n_boot=n_boot, confidence=confidence, seed=seed)
+
+
+@functools.lru_cache(maxsize=4)
+def reference_protocol(dataset: str, size: int, pool: int, classes: tuple | None = None, device: str = "cpu", k: int = 5):
+    # project choice (issue 25): models train on the pool's first images and are read against every other real image
+    """(:func:`madlib.data.images.protocol_sets`, the project's LeNet, a :class:`HeldOutMetrics` of the reference) for
+    one dataset, image size, pool and class subset: read once per process (a sweep lane reuses them for every cell)."""
+    from madlib.data.images import protocol_sets
+    from madlib.metrics.lenet import load_lenet
+
+    protocol = protocol_sets(dataset, size=size, pool=pool, classes=None if classes is None else list(classes))
+    lenet = load_lenet(device=device)
+    return protocol, lenet, HeldOutMetrics(protocol.reference, lenet, k=k)
