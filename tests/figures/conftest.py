@@ -34,9 +34,12 @@ def smoke_build(tmp_path_factory):
             assert set(claim) >= {"id", "text", "source", "condition", "measured", "held", "level", "preconditions"}
             assert isinstance(claim["held"], bool) and claim["level"] in LEVELS
             assert claim["held"] == (claim["level"] == "held")
-            # a failed precondition always reads "not testable"; an interval decides the rest
+            # a failed precondition reads "not testable" (or "inconclusive" where it says so); an interval decides the rest
             failed = [p for p in claim["preconditions"] if not p["met"]]
-            assert (claim["level"] == "not testable") == bool(failed), claim
+            hard = [p for p in failed if p.get("fails_as", "not testable") == "not testable"]
+            assert (claim["level"] == "not testable") == bool(hard), claim
+            if failed and not hard:
+                assert claim["level"] == "inconclusive", claim
         assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
         return record, executed
 
