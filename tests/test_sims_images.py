@@ -239,3 +239,23 @@ def test_ema_ramp_up_follows_edm_and_keeps_old_cache_keys():
     assert "ema_rampup" not in SIMSConfig().settings() and SIMSConfig(ema_rampup=0.05).settings()["ema_rampup"] == 0.05
     with pytest.raises(ValueError, match="ema_rampup"):
         SIMSConfig(ema_rampup=-1)
+
+
+def test_run_groups_reads_each_group_on_the_same_count_at_every_w(tmp_path):
+    from madlib.metrics import predicted_classes
+    from madlib.metrics.images import HeldOutMetrics, reference_protocol
+
+    spec = {**_spec(0, tmp_path), "n_synthetic": 20, "budgets": [64], "shift": {"group": [0, 1, 2, 3, 4], "share": 0.3, "n_pool": 200}}
+    out = sims.run_groups(spec=spec, ws=[0.0, 1.0], n=40, latent_seed=9, group=[0, 1, 2, 3, 4], per_group=6, keep=40)
+    protocol, lenet, _ = reference_protocol("digits", 8, 100, None, "cpu", 5)
+    in_ref = torch.isin(protocol.reference_labels, torch.arange(5))
+    held = HeldOutMetrics(protocol.reference[in_ref], lenet)
+    for j, w in enumerate(["0", "1"]):
+        images, inside = (torch.as_tensor(x) for x in out["images"][w])
+        assert torch.equal(inside.bool(), torch.isin(predicted_classes(images, lenet), torch.arange(5)))
+        assert out["count"]["group"][j] == int(inside.sum()) and out["share"][j] == pytest.approx(inside.double().mean().item())
+        if inside.sum() >= 6:  # the first 6 of the group, recomputed independently; fewer reads NaN, never a smaller set
+            assert out["kid"]["group"][j] == pytest.approx(held.protocol(images[inside.bool()][:6])["kid"], rel=1e-6, abs=1e-9)
+        else:
+            assert np.isnan(out["kid"]["group"][j])
+    assert out["auxiliary_set_share"] == pytest.approx(0.3)  # 6 of 20 in the group, by the same classifier
