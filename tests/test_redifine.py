@@ -16,7 +16,7 @@ from madlib.metrics import collapse_rate, image_metrics, lenet_features, load_le
 from madlib.figures import FigureRecord
 from madlib.methods.redifine import (NUM_ATTRIBUTE_PROMPTS, AttributePromptNet, BranchedDenoiser, ChainResult,
                                      attribute_cuts, attribute_prompts, balanced_subset, below_cap, blank_cap,
-                                     blank_share, calibrated_high_cfg, cfg_fid_sweep, cfg_schedule, chain_of_diffusion,
+                                     blank_share, calibrate_cfg_axis, calibrated_high_cfg, calibration_bar, cfg_fid_sweep, cfg_schedule, chain_of_diffusion,
                                      collapses, fid_auc, finetune_from_m0, fit_truncation_ratios,
                                      generate_one_per_prompt, guidance_decomposition, image_attributes,
                                      iteration_one_bar, iteration_one_sweep, m0_bar, m0_quality, pretrain_m0,
@@ -439,6 +439,37 @@ def test_cfg_sweeps_are_the_samples_of_each_cfg_against_their_reference(m0, d0, 
     assert one["fid"].shape == (2,) and np.all(one["fid"] > 0) and one["finetune_seconds"] > 0
     with pytest.raises(ValueError, match="cfg_grid"):
         cfg_fid_sweep(m0.net, labels, images, labels, lenet, cfg_grid=[], steps=4)
+
+
+def test_calibrate_cfg_axis_runs_both_sweeps_and_applies_the_baseline_rule(m0, d0, lenet):
+    images, labels = d0
+    kw = dict(cfg_grid=[1.0, 3.0], steps=4, seed=1, epochs=1.0, batch_size=10)
+    cal = calibrate_cfg_axis(m0.net, images, labels, lenet, m0_dataset="digits", factor=1.5, **kw)
+    assert cal["grid"] == [1.0, 3.0] and cal["rule"] == "calibrated" and cal["factor"] == 1.5
+    one = iteration_one_sweep(m0.net, images, labels, lenet, **kw)  # the same fine-tune and latents: the same FID_1
+    np.testing.assert_allclose(cal["iteration_1"]["fid"], one["fid"], rtol=1e-6)
+    assert cal["baseline_cfg"] == calibrated_high_cfg([1.0, 3.0], cal["iteration_1"]["fid"], 1.5)
+    from madlib.data import load_images
+
+    reference, reference_labels = load_images("digits", "test", size=8, dtype="uint8")
+    m0_sweep = cfg_fid_sweep(m0.net, labels, reference, reference_labels, lenet, cfg_grid=[1.0, 3.0], steps=4, seed=1)
+    np.testing.assert_allclose(cal["m0"]["fid"], m0_sweep["fid"], rtol=1e-6)
+    fixed = calibrate_cfg_axis(m0.net, images, labels, lenet, baseline="fixed", baseline_cfg=7.5, **kw)
+    assert fixed["baseline_cfg"] == 7.5 and fixed["m0"] is None and fixed["rule"] == "fixed"
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        calibrate_cfg_axis(m0.net, images, labels, lenet, baseline="paper", **kw)
+
+
+def test_calibration_bar_reads_fid_1_at_the_baseline_cfg():
+    cal = {"grid": [1.0, 2.0, 7.5], "baseline_cfg": 2.0, "iteration_1": {"fid": np.array([9.0, 11.0, 40.0])}}
+    bar = calibration_bar(cal, floor=4.0)  # 11 <= 3 x 4
+    assert bar.name == "iteration-1 bar (baseline CFG 2 calibrated)" and bar.met and bar.measured["fid_1"] == 11.0
+    assert not calibration_bar(cal, floor=3.0).met  # 11 > 9
+    # a fixed baseline off the sweep's grid reads the mean FID_1 of its chains
+    off = cal | {"baseline_cfg": 4.0}
+    assert calibration_bar(off, 4.0, fid_1=[10.0, 14.0]).met and not calibration_bar(off, 4.0, fid_1=[10.0, 16.0]).met
+    with pytest.raises(ValueError, match="not on the calibration grid"):
+        calibration_bar(off, 4.0)
 
 
 # ------------------------------------------------------------------ issue 28: prompts that nearly identify an image

@@ -63,7 +63,8 @@ The CFG axis (issue 28): :func:`cfg_fid_sweep` (sample-only FID against CFG, e.g
 :func:`iteration_one_sweep` (FID_1 against CFG after one fine-tune) and :func:`calibrated_high_cfg` (the baseline
 "high CFG" = the largest CFG whose FID_1 is within 1.25 x the best); a collapse claim then needs FID_1 at that CFG
 within the iteration-1 bar. Beside Eq. 3's rate, :func:`fid_auc` (area under FID_k); saturation is read on the
-images (:meth:`ChainResult.saturated`: half the images blank or half the pixels white).
+images (:meth:`ChainResult.saturated`: half the images blank or half the pixels white). :func:`calibrate_cfg_axis`
+runs the sweeps and the rule on a figure's own D_0 and :func:`calibration_bar` is that precondition.
 
 Trait fit (Sec. 4.2, Fig. 4b; :func:`fit_truncation_ratios`): the per-image phenotype (:func:`phenotype`) is the
 absolute power above radial frequency r > 0.25 cycles/pixel (App. D.2.1 Eq. 14 with tau = 0.25, project
@@ -109,7 +110,8 @@ __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIG
            "BLANK_SD", "blank_share", "blank_cap", "seed_readouts", "m0_quality", "m0_bar", "iteration_one_bar",
            "collapses", "below_cap", "HF_CUTOFF", "RELATIVE_TAU", "PHENOTYPES", "phenotype", "white_share",
            "SATURATED_WHITE", "fid_auc", "guidance_decomposition", "cfg_fid_sweep", "iteration_one_sweep",
-           "calibrated_high_cfg", "CALIBRATION_FACTOR", "PROMPT_KINDS", "ATTRIBUTES", "NUM_ATTRIBUTE_PROMPTS",
+           "calibrated_high_cfg", "CALIBRATION_FACTOR", "BASELINE_RULES", "calibrate_cfg_axis", "calibration_bar",
+           "PROMPT_KINDS", "ATTRIBUTES", "NUM_ATTRIBUTE_PROMPTS",
            "image_attributes", "attribute_cuts", "attribute_prompts", "AttributePromptNet", "prompt_classes",
            "D0_STYLES", "restyle"]
 
@@ -979,6 +981,55 @@ def calibrated_high_cfg(cfg_grid, fid, factor: float = CALIBRATION_FACTOR) -> fl
     if not np.all(np.isfinite(fid)):
         raise ValueError("fid must be finite")
     return float(grid[fid <= factor * fid.min()].max())
+
+
+BASELINE_RULES = ("calibrated", "fixed")  # :func:`calibrate_cfg_axis`
+
+
+def calibrate_cfg_axis(m0: nn.Module, d0_images: torch.Tensor, prompts, lenet, *, cfg_grid,
+                       factor: float = CALIBRATION_FACTOR, baseline: str = "calibrated", baseline_cfg: float = 7.5,
+                       m0_dataset: str | None = None, steps: int = 30, sigma_max: float = 80.0, seed: int = 0,
+                       **finetune) -> dict:
+    # project calibration (issue 28): the figures' baseline "high CFG" from FID_1 against CFG on their own D_0
+    """The CFG axis of one D_0, calibrated to M_0: the sweeps and the baseline CFG a ReDiFine figure reads.
+
+    ``iteration_1``: :func:`iteration_one_sweep` of M_0 fine-tuned once on ``d0_images`` [N] with ``prompts`` [N]
+    (``finetune`` keyword arguments, seed ``seed``) over ``cfg_grid``; ``m0``: with ``m0_dataset``,
+    :func:`cfg_fid_sweep` of M_0 itself (the prompts of D_0) against that dataset's held-out split, else None.
+    ``baseline_cfg``: :func:`calibrated_high_cfg` of the iteration-1 FID with ``factor`` when ``baseline`` is
+    ``"calibrated"``, the given ``baseline_cfg`` when it is ``"fixed"``. Returns {"grid", "factor", "rule",
+    "baseline_cfg", "m0", "iteration_1"} (the layout of the figures' JSON ``calibration`` entry)."""
+    check_choice("baseline", baseline, BASELINE_RULES)
+    grid = [float(c) for c in cfg_grid]
+    m0_sweep = None
+    if m0_dataset is not None:
+        reference, reference_labels = load_images(m0_dataset, "test", size=net_image_size(m0), dtype="uint8")
+        m0_sweep = cfg_fid_sweep(m0, prompts, reference, reference_labels, lenet, cfg_grid=grid, steps=steps,
+                                 sigma_max=sigma_max, seed=seed)
+    sweep = iteration_one_sweep(m0, d0_images, prompts, lenet, cfg_grid=grid, steps=steps, sigma_max=sigma_max,
+                                seed=seed, **finetune)
+    if baseline == "calibrated":
+        high = calibrated_high_cfg(grid, sweep["fid"], factor)
+    else:
+        high = float(check_interval("baseline_cfg", baseline_cfg, 1.0, math.inf, high_open=True))
+    return {"grid": grid, "factor": factor, "rule": baseline, "baseline_cfg": high, "m0": m0_sweep,
+            "iteration_1": sweep}
+
+
+def calibration_bar(calibration: dict, floor: float, fid_1=None, k: float = 3) -> Precondition:
+    # project precondition (issue 28): every collapse claim needs good iteration-1 images at the baseline CFG
+    """The iteration-1 bar (:func:`iteration_one_bar`) at the baseline CFG of ``calibration``
+    (:func:`calibrate_cfg_axis`): its FID_1 in the iteration-1 sweep when the sweep's grid holds that CFG, else the
+    mean of ``fid_1`` (the baseline chains' FID_1, one per seed), <= ``k`` x the real-vs-real ``floor``. Named
+    "iteration-1 bar (baseline CFG <c> calibrated)", as in every ReDiFine figure."""
+    high, grid = calibration["baseline_cfg"], list(calibration["grid"])
+    if high in grid:
+        value = float(np.asarray(calibration["iteration_1"]["fid"])[grid.index(high)])
+    elif fid_1 is not None:
+        value = float(np.mean(fid_1))
+    else:
+        raise ValueError(f"the baseline CFG {high:g} is not on the calibration grid {grid}: pass the chains' fid_1")
+    return iteration_one_bar(f"baseline CFG {high:g} calibrated", value, floor, k)
 
 
 # ----------------------------------------------------------------------------------------------- D_0 styles

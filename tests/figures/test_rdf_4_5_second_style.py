@@ -1,7 +1,9 @@
-"""RDF-4/5 on the second style at the smoke profile: D0 is drawn from the held-out split M0 never saw, the best
+"""RDF-4/5 on the second style at the smoke profile: D0 is drawn from the held-out split M0 never saw, the baseline's
+CFG follows the calibration rule on this style's own FID_1 sweep (the digits' sweep recorded beside it), the best
 fixed CFG is the grid's lowest FID_K, every reported chain starts each fine-tune from M0, and every claim's level
-follows from the recorded numbers: its preconditions (the M0 bar, a style new to M0, optima the grid resolves, no setting compared
-with itself, a usable collapsing baseline, the blank cap) and, on one seed, an unbounded interval (inconclusive)."""
+follows from the recorded numbers: its preconditions (the M0 bar, FID_1 at the calibrated baseline CFG, a style new to
+M0, optima the grid resolves, no setting compared with itself, a usable collapsing baseline, the blank cap and
+saturated sets) and, on one seed, an unbounded interval (inconclusive)."""
 
 import numpy as np
 import pytest
@@ -11,6 +13,14 @@ from madlib.data import load_sample_archive
 
 def met(claim, name):
     return next(p for p in claim["preconditions"] if p["name"] == name)["met"]
+
+
+def calibrated_cfg(cal, rule, factor, fixed):
+    """The baseline CFG the calibration rule gives on the recorded FID_1 sweep: the largest CFG within ``factor`` of the best."""
+    fid1 = np.array(cal["iteration_1"]["fid"])
+    if rule == "fixed":
+        return fixed
+    return max(c for c, f in zip(cal["grid"], fid1) if f <= factor * fid1.min())
 
 
 def test_rdf_4_5_second_style(smoke_build):
@@ -24,23 +34,41 @@ def test_rdf_4_5_second_style(smoke_build):
     params, data = record["params"], record["data"]
     assert params["d0_split"] == "test" and params["m0_settings"]["dataset"] == params["d0_dataset"]  # M0 saw only the train split
     assert params["d0_style"] in ("dilate", "blur", "pixelate", "plain")  # a second style drawn from held-out MNIST
-    grid = params["cfg_grid"]
+    # the CFG axis calibrated to M0 on this style's D0, and the same rule on the digits (rdf_4_6's D0) beside it
+    cal, digits_cal, factor = data["calibration"], data["digits_calibration"], params["calibration_factor"]
+    for c in (cal, digits_cal):
+        assert c["grid"] == params["calibration_grid"] and len(c["iteration_1"]["fid"]) == len(c["grid"]) and c["factor"] == factor
+    assert len(cal["m0"]["fid"]) == len(cal["grid"]) and cal["rule"] == params["baseline"]
+    baseline = data["baseline_cfg"]
+    assert baseline == cal["baseline_cfg"] == params["baseline_cfg_run"]
+    assert baseline == calibrated_cfg(cal, params["baseline"], factor, params["baseline_cfg"])
+    assert digits_cal["baseline_cfg"] == calibrated_cfg(digits_cal, "calibrated", factor, None)
+    grid = data["cfg_grid"]
+    assert grid == params["cfg_grid_run"] == sorted(set(params["cfg_grid"]) | {baseline})
     best, digits_best = data["best_cfg"], params["digits_best_cfg"]
     assert best == grid[int(np.argmin([data["selection"][f"cfg={c:g}"]["fid"][-1] for c in grid]))]
     digests = {d for chain in list(data["selection"].values()) + list(data["report"].values()) for d in chain["start_digest"]}
     assert len(digests) == 1  # one M0 behind every fine-tune
     assert data["report"]["digits-best"]["settings"]["cfg_scale"] == digits_best
+    assert data["report"]["baseline"]["settings"]["cfg_scale"] == data["report"]["cond-drop only"]["settings"]["cfg_scale"] == baseline
 
     # preconditions recomputed from the recorded numbers
     floor, cap = data["floors"]["fresh"]["fid"], data["blank_cap"]
     assert cap > 2 * floor
     chains = {f"cfg={c:g}": data["selection"][f"cfg={c:g}"] for c in grid} | data["report"]
+    K = params["iterations"]
     for name, chain in chains.items():
-        blank = np.array(data["blank_share"][name])
-        # at the cap by FID (within 2%) or half blank, and also when half the pixels are white (not recorded here)
-        capped_or_blank = (np.array(chain["fid"]) >= 0.98 * cap) | (blank >= 0.5)
-        assert np.all(np.array(data["at_cap"][name]) >= capped_or_blank)
-    below_cap = {name: not np.any(data["at_cap"][name]) for name in chains}
+        fid = np.array(chain["fid"])
+        # the area under FID_k beside each rate
+        assert data["fid_auc"][name] == chain["fid_auc"] == pytest.approx(float(np.sum(fid[1:] + fid[:-1]) / 2))
+        readout = data["readouts"][name]
+        blank, white = np.array(readout["blank_share"]), np.array(readout["white_share"])
+        assert blank.shape == white.shape == (K + 1,) and blank[0] == 0  # D0 has no blank image
+        # a saturated set: half its images blank or half its pixels white; at the cap: that, or FID within 2% of the cap
+        saturated = (blank[1:] >= 0.5) | (white[1:] >= 0.5)
+        assert np.array_equal(readout["saturated"], saturated)
+        assert np.array_equal(readout["at_cap"], (fid >= 0.98 * cap) | saturated)
+    below_cap = {name: not np.any(data["readouts"][name]["at_cap"]) for name in chains}
     m0 = data["m0"]  # the M0 bar of rdf_4_6, on M0's own held-out split: every claim's first precondition
     m0_ok = m0["metrics"]["accuracy"] >= 0.85 and m0["metrics"]["fid"] <= 2 * m0["floor"]["fid"]
     assert all(met(c, "M0 bar") == m0_ok for c in claims.values())
@@ -48,12 +76,19 @@ def test_rdf_4_5_second_style(smoke_build):
     report = data["report"]
     rate = {n: r["collapse_rate"] for n, r in report.items()}
     fid_K = {n: r["fid"][-1] for n, r in report.items()}
+    # every collapse-rate claim needs FID_1 at the calibrated baseline CFG within 3 x the floor (rdf_4_6's precondition)
+    fid1 = np.array(cal["iteration_1"]["fid"])
+    cal_fid = fid1[cal["grid"].index(baseline)] if baseline in cal["grid"] else report["baseline"]["fid"][0]
+    for cid in ("RDF-5.redifine-below-baseline-second-style", "RDF-5.each-half-weaker-second-style"):
+        assert met(claims[cid], f"iteration-1 bar (baseline CFG {baseline:g} calibrated)") == (cal_fid <= 3 * floor)
 
     differs = claims["RDF-4.best-cfg-differs-between-styles"]
     assert met(differs, "a style new to M0") == new_style
     resolved = not (best == digits_best and best in (min(grid), max(grid)))
     assert met(differs, "optima the grid resolves") == resolved
-    assert differs["level"] == ("not testable" if not (m0_ok and new_style and resolved) else "held" if best != digits_best else "not held")
+    assert met(differs, f"below the blank cap (cfg={best:g})") == below_cap[f"cfg={best:g}"]  # a best chosen among capped chains
+    testable = m0_ok and new_style and resolved and below_cap[f"cfg={best:g}"]
+    assert differs["level"] == ("not testable" if not testable else "held" if best != digits_best else "not held")
     transfer = claims["RDF-4.best-cfg-does-not-transfer"]
     assert met(transfer, "two different CFGs") == (best != digits_best)
     assert best != digits_best or transfer["level"] == "not testable"  # never a setting compared with itself

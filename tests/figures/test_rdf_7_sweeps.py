@@ -1,7 +1,8 @@
-"""RDF-7 at the smoke profile: every sweep chain ran with its settings (continual chains continue, the others
-start from M0), the long chains have long_iterations FIDs, the archive holds every chain's iterations, and every
-claim's level follows from the recorded numbers: its preconditions (the M0 bar, iteration-1 bar, the blank cap, a middle CFG for
-the continual contrast) and, on one seed, an unbounded interval (inconclusive)."""
+"""RDF-7 at the smoke profile: the baseline's CFG follows the calibration rule on the recorded FID_1 sweep, every sweep
+chain ran with its settings (continual chains continue, the others start from M0), the long chains have
+long_iterations FIDs, the archive holds every chain's iterations, and every claim's level follows from the recorded
+numbers: its preconditions (the M0 bar, FID_1 at the calibrated baseline CFG, iteration-1 bar, the blank cap and
+saturated sets, a middle CFG for the continual contrast) and, on one seed, an unbounded interval (inconclusive)."""
 
 import numpy as np
 import pytest
@@ -22,6 +23,18 @@ def test_rdf_7_sweeps(smoke_build):
                            "RDF-7.continual", "RDF-7.p-0.2-best", "RDF-7.schedules", "RDF-5.each-half-weaker"}
     params, data = record["params"], record["data"]
     chains = data["chains"]
+    # the CFG axis calibrated to M0 on this D0: the baseline's CFG is the largest within the factor of the best FID_1
+    cal, baseline = data["calibration"], data["baseline_cfg"]
+    fid1 = np.array(cal["iteration_1"]["fid"])
+    assert cal["grid"] == params["calibration_grid"] and len(cal["m0"]["fid"]) == len(cal["grid"]) == len(fid1)
+    assert cal["rule"] == params["baseline"] and cal["factor"] == params["calibration_factor"]
+    if params["baseline"] == "calibrated":
+        assert baseline == max(c for c, f in zip(cal["grid"], fid1) if f <= params["calibration_factor"] * fid1.min())
+    else:
+        assert baseline == params["baseline_cfg"]
+    assert baseline == cal["baseline_cfg"] == params["baseline_cfg_run"]
+    for name in ("baseline", "cond-drop only", f"cfg={baseline:g}/continual"):
+        assert chains[name]["settings"]["cfg_scale"] == baseline
     m0_digest = chains["baseline"]["start_digest"][0]
     for name, chain in chains.items():
         K = params["long_iterations"] if name.endswith("/long") else params["iterations"]
@@ -42,38 +55,49 @@ def test_rdf_7_sweeps(smoke_build):
     floor, cap = data["floors"]["fresh"]["fid"], data["blank_cap"]
     assert cap > 2 * floor
     for name, chain in chains.items():
-        blank = np.array(data["blank_share"][name])
-        # at the cap by FID (within 2%) or half blank, and also when half the pixels are white (not recorded here)
-        capped_or_blank = (np.array(chain["fid"]) >= 0.98 * cap) | (blank >= 0.5)
-        assert np.all(np.array(data["at_cap"][name]) >= capped_or_blank)
-    below_cap = {name: not np.any(data["at_cap"][name]) for name in chains}
+        fid = np.array(chain["fid"])
+        assert chain["fid_auc"] == pytest.approx(float(np.sum(fid[1:] + fid[:-1]) / 2))  # the area under FID_k beside each rate
+        readout = data["readouts"][name]
+        blank, white = np.array(readout["blank_share"]), np.array(readout["white_share"])
+        assert blank.shape == white.shape == (len(fid) + 1,) and blank[0] == 0  # D0 has no blank image
+        # a saturated set: half its images blank or half its pixels white; at the cap: that, or FID within 2% of the cap
+        saturated = (blank[1:] >= 0.5) | (white[1:] >= 0.5)
+        assert np.array_equal(readout["saturated"], saturated)
+        assert np.array_equal(readout["at_cap"], (fid >= 0.98 * cap) | saturated)
+    below_cap = {name: not np.any(data["readouts"][name]["at_cap"]) for name in chains}
     m0 = data["m0"]  # the M0 bar of rdf_4_6 (the same M0): every claim's first precondition
     m0_ok = m0["metrics"]["accuracy"] >= 0.85 and m0["metrics"]["fid"] <= 2 * m0["floor"]["fid"]
     assert all(met(c, "M0 bar") == m0_ok for c in claims.values())
     rate = {n: c["collapse_rate"] for n, c in chains.items()}
     fid_K = {n: c["fid"][-1] for n, c in chains.items()}
+    # every collapse-rate claim, and every comparison with the baseline, needs FID_1 at the calibrated baseline CFG within 3 x the floor
+    cal_fid = fid1[cal["grid"].index(baseline)] if baseline in cal["grid"] else chains["baseline"]["fid"][0]
+    for cid in ("RDF-7.mixing-does-not-stop-baseline", "RDF-5.redifine-helps-more-with-mixing", "RDF-7.continual", "RDF-7.p-0.2-best",
+                "RDF-7.schedules", "RDF-5.each-half-weaker"):
+        assert met(claims[cid], f"iteration-1 bar (baseline CFG {baseline:g} calibrated)") == (cal_fid <= 3 * floor), cid
     mixing = claims["RDF-7.mixing-does-not-stop-baseline"]
     assert met(mixing, f"iteration-1 bar ({bm})") == (chains[bm]["fid"][0] <= 3 * floor)
+    assert met(mixing, f"below the blank cap ({bm})") == below_cap[bm]  # a capped mixed chain's rate reads the cap
     helps = claims["RDF-5.redifine-helps-more-with-mixing"]
     # two baselines at the blank cap read the same FID_K by construction: the ratio comparison is then not testable
     assert met(helps, "below the blank cap (baseline)") == below_cap["baseline"]
     assert met(helps, f"below the blank cap ({bm})") == below_cap[bm]
     assert (below_cap["baseline"] and below_cap[bm]) or helps["level"] == "not testable"
     continual = claims["RDF-7.continual"]
-    distinct = params["best_cfg"] not in (params["low_cfg"], params["baseline_cfg"])
+    distinct = params["best_cfg"] not in (params["low_cfg"], baseline)
     assert met(continual, "a middle CFG") == distinct
     assert distinct or continual["level"] == "not testable"
     schedules = claims["RDF-7.schedules"]
     assert schedules["comparison"]["direction"] == "less"
     assert schedules["comparison"]["margin"] == pytest.approx(floor / (params["iterations"] - 1))
-    cont = {c: rate[f"cfg={c:g}/continual"] for c in (params["low_cfg"], params["baseline_cfg"], params["best_cfg"])}
+    cont = {c: rate[f"cfg={c:g}/continual"] for c in (params["low_cfg"], baseline, params["best_cfg"])}
     p_rates = [rate[f"redifine/p={p:g}"] for p in params["p_values"]]
     L = params["long_iterations"]
     values = {
         mixing["id"]: rate[bm],
         helps["id"]: fid_K["redifine"] / fid_K["baseline"] - fid_K[rm] / fid_K[bm],
         "RDF-7.long-chains": chains["best/long"]["fid"][L - 1] - chains["redifine/long"]["fid"][L - 1],
-        continual["id"]: min(cont[params["low_cfg"]], cont[params["baseline_cfg"]]) - max(rate["redifine/continual"], cont[params["best_cfg"]]),
+        continual["id"]: min(cont[params["low_cfg"]], cont[baseline]) - max(rate["redifine/continual"], cont[params["best_cfg"]]),
         "RDF-7.p-0.2-best": min(p_rates) - rate["redifine"],
         schedules["id"]: rate["redifine"] - rate["redifine/linear"],
         "RDF-5.each-half-weaker": min(rate["cond-drop only"], rate["schedule only"]) - rate["redifine"],
