@@ -25,6 +25,7 @@ MNIST). Training (with its cache and the snapshots along B) and sampling are :fu
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -455,6 +456,12 @@ def models(spec: dict, *, progress: bool = False) -> tuple[SIMSModel, dict[int, 
 PROTOCOL_KEYS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
 
+def protocol_metrics(held, images: torch.Tensor) -> dict[str, float]:
+    """The :data:`PROTOCOL_KEYS` of ``held.protocol(images)`` (one pass over the features)."""
+    read = held.protocol(images)
+    return {k: read[k] for k in PROTOCOL_KEYS}
+
+
 def run_grid(*, spec: dict, ws: Sequence[float], n: int, latent_seed: int, guide_from: int = 0) -> dict:
     """A :func:`madlib.sweep.sweep` cell: the protocol's metrics (FID, KID, precision, recall, density, coverage) of
     n samples at every (B, w) of ``spec['budgets']`` x ``ws``, all from the latents of ``latent_seed`` (paired);
@@ -467,8 +474,7 @@ def run_grid(*, spec: dict, ws: Sequence[float], n: int, latent_seed: int, guide
     base, auxes = models(spec)
     held = _protocol(spec)[2]
     trained = time.perf_counter() - clock
-    measure = lambda images: {k: held.protocol(images)[k] for k in PROTOCOL_KEYS}  # noqa: E731
-    grid = sims_grid(base, auxes, ws, n, SIMSConfig(**spec["settings"]), measure, seed=latent_seed,
+    grid = sims_grid(base, auxes, ws, n, SIMSConfig(**spec["settings"]), functools.partial(protocol_metrics, held), seed=latent_seed,
                      device=spec["device"], guide_from=guide_from, shared_encoder=spec["trainable"] == "decoder")
     return {"grid": grid, "budgets": spec["budgets"], "ws": ws,
             "seconds": {"models": trained, "grid": time.perf_counter() - clock - trained}}
@@ -511,7 +517,7 @@ def run_cells(*, spec: dict, cells: Sequence[dict], n: int, latent_seed: int, ke
         images[f"cell{i}"] = sims_sample(base, auxes[cell["B"]], cell["w"], n, config, seed=latent_seed,
                                          guide_from=cell.get("guide_from", 0), shared_encoder=shared and cell["w"] != -1,
                                          device=spec["device"])
-    read = {name: {k: held.protocol(x)[k] for k in PROTOCOL_KEYS} for name, x in images.items()}
+    read = {name: protocol_metrics(held, x) for name, x in images.items()}
     return {"base": read["base"], "cells": [read[f"cell{i}"] for i in range(len(cells))],
             "images": {name: x[:keep] for name, x in images.items()}, "seconds": time.perf_counter() - clock}
 
