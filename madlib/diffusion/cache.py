@@ -1,7 +1,8 @@
 """A disk cache of trained networks and sampled sets, keyed by everything that changes them.
 
 Every trained network goes through :func:`madlib.diffusion.core.train` (SIMS's base models, CASD's sources and
-DM / SDA / CASD fits, ReDiFine's M_0); CASD's synthetic sets call :func:`cached_fit` directly. A file is named by a SHA-256 of the role, the settings and
+DM / SDA / CASD fits, ReDiFine's M_0); sampled sets (CASD's synthetic sets, SIMS's samples) go through
+:func:`cached_images`. A file is named by a SHA-256 of the role, the settings and
 the data's bytes, holds those settings and a SHA-256 checksum of its payload (:func:`madlib._io.checksum`) beside
 the payload, and is used only when its format, key and settings equal the asked ones and its payload matches the
 checksum; it is written atomically (:func:`madlib._io.atomic_path`), so an interrupted build leaves either the
@@ -24,7 +25,7 @@ import torch
 
 from madlib._io import StorageWarning, atomic_path, checksum
 
-__all__ = ["cache_key", "cached_fit", "cache_path", "CACHE_FORMAT"]
+__all__ = ["cache_key", "cached_fit", "cached_images", "cache_path", "CACHE_FORMAT"]
 
 CACHE_FORMAT = "madlib-cache-v2"  # v2: a payload checksum (v1, "madlib-casd-cache-v1", had none: rebuilt)
 
@@ -89,3 +90,12 @@ def cached_fit(cache_dir, role: str, settings: dict, key: str, build: Callable[[
             torch.save({"format": CACHE_FORMAT, "key": key, "settings": settings, "checksum": checksum(payload),
                         "payload": payload}, tmp)
     return payload, False
+
+
+def cached_images(cache_dir, role: str, settings: dict, draw: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The images ``draw()`` makes, kept under ``role`` and ``settings`` (which must name everything that changes
+    them: the model's key, the count, the seed, the sampler) and read back bit for bit; ``cache_dir=None`` draws."""
+    if cache_dir is None:
+        return draw()
+    payload, _ = cached_fit(cache_dir, role, settings, cache_key(role, settings), lambda: {"images": draw()})
+    return payload["images"]

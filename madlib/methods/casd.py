@@ -51,7 +51,7 @@ import torch
 from madlib._checks import check_choice, check_int, resolve_device
 from madlib.data.images import balanced_index, load_images, to_uint8  # noqa: F401 - to_uint8: casd.to_uint8 stays
 from madlib.diffusion import core
-from madlib.diffusion.cache import cache_key, cached_fit
+from madlib.diffusion.cache import cache_key, cached_fit, cached_images
 from madlib.diffusion.config import EDMConfig
 from madlib.diffusion.losses import EDMPrecond, edm_loss
 
@@ -328,10 +328,7 @@ def synthetic_set(source: Fit, m: int, settings: EDMSettings, seed: int, *, cach
     key_settings = {"source": source.key, "m": m, "seed": seed, "sampler": [settings.sample_steps, settings.sigma_min,
                                                                             settings.sigma_max, settings.rho,
                                                                             settings.sample_batch]}
-    key = cache_key("synthetic", key_settings)
-    payload, _ = cached_fit(cache_dir, "synthetic", key_settings, key,
-                            lambda: {"images": heun_sample(source, m, settings, seed)})
-    return payload["images"]
+    return cached_images(cache_dir, "synthetic", key_settings, lambda: heun_sample(source, m, settings, seed))
 
 
 # --- Measurement ---------------------------------------------------------------------------------------------

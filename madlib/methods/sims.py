@@ -393,15 +393,13 @@ def cached_samples(model: SIMSModel, n: int, config: SIMSConfig, seed: int, *, c
                    device: str = "cpu") -> torch.Tensor:
     """n uint8 Heun samples of ``model`` (w = 0) drawn with ``seed``, kept in ``cache_dir`` beside the model (keyed by
     its key, n, seed and the sampler) when both are given."""
-    from madlib.diffusion.cache import cache_key, cached_fit
+    from madlib.diffusion.cache import cached_images
 
-    if cache_dir is None or model.key is None:
-        return synthesize(model, n, config, seed=seed, device=device)
+    if model.key is None:
+        cache_dir = None  # a model made outside the cache has no identity to key its samples by
     settings = {"model": model.key, "n": int(n), "seed": int(seed),
                 "sampler": [config.sample_steps, config.sigma_min, config.sigma_max, config.rho]}
-    payload, _ = cached_fit(cache_dir, "samples", settings, cache_key("samples", settings),
-                            lambda: {"images": synthesize(model, n, config, seed=seed, device=device)})
-    return payload["images"]
+    return cached_images(cache_dir, "samples", settings, lambda: synthesize(model, n, config, seed=seed, device=device))
 
 
 def base_model(spec: dict, *, progress: bool = False) -> SIMSModel:
@@ -441,15 +439,23 @@ def auxiliary_set(spec: dict, base: SIMSModel) -> torch.Tensor:
     return group_shifted_subset(pool, in_group, shift["share"], spec["n_synthetic"], np.random.default_rng(spec["seed"] + 102))[0]
 
 
-def models(spec: dict, *, progress: bool = False) -> tuple[SIMSModel, dict[int, SIMSModel]]:
-    """(base, {B: auxiliary model}) of ``spec``: Algorithm 1, steps 1-3, each step cached."""
+def chain(spec: dict, *, progress: bool = False) -> tuple[SIMSModel, torch.Tensor, dict[int, SIMSModel]]:
+    """(base, the auxiliary model's training set, {B: auxiliary model}) of ``spec``: Algorithm 1, steps 1-3, each
+    step cached."""
     spec = check_spec(spec)
     if not spec["budgets"]:
         raise ValueError("spec['budgets'] must name at least one budget B (images seen)")
     base = base_model(spec, progress=progress)
-    auxes = train_auxiliary(base, auxiliary_set(spec, base), SIMSConfig(**spec["settings"]), budgets=spec["budgets"],
+    synthetic = auxiliary_set(spec, base)
+    auxes = train_auxiliary(base, synthetic, SIMSConfig(**spec["settings"]), budgets=spec["budgets"],
                             seed=spec["seed"] + 2, device=spec["device"], trainable=TRAINABLE[spec["trainable"]],
                             cache_dir=spec["cache_dir"], progress=progress)
+    return base, synthetic, auxes
+
+
+def models(spec: dict, *, progress: bool = False) -> tuple[SIMSModel, dict[int, SIMSModel]]:
+    """(base, {B: auxiliary model}) of ``spec`` (:func:`chain` without the set)."""
+    base, _, auxes = chain(spec, progress=progress)
     return base, auxes
 
 
@@ -506,7 +512,7 @@ def run_cells(*, spec: dict, cells: Sequence[dict], n: int, latent_seed: int, ke
 
     spec = check_spec(spec)
     config = SIMSConfig(**spec["settings"])
-    base, auxes = models(spec)
+    base, auxes = models(spec) if cells else (base_model(spec), {})  # the base alone needs no auxiliary model
     held = _protocol(spec)[2]
     clock = time.perf_counter()
     shared = spec["trainable"] == "decoder"
@@ -538,13 +544,12 @@ def run_groups(*, spec: dict, ws: Sequence[float], n: int, latent_seed: int, gro
         raise ValueError(f"spec['budgets'] must hold one budget for run_groups; got {spec['budgets']}")
     per_group = check_int("per_group", per_group, minimum=2)
     config = SIMSConfig(**spec["settings"])
-    base, auxes = models(spec)
+    base, aux_set, auxes = chain(spec)
     protocol, lenet, _ = _protocol(spec)
     group_t = torch.as_tensor(list(group))
     in_ref = torch.isin(protocol.reference_labels, group_t)
     held = {"group": HeldOutMetrics(protocol.reference[in_ref], lenet, k=spec["k"]),
             "rest": HeldOutMetrics(protocol.reference[~in_ref], lenet, k=spec["k"])}
-    aux_set = auxiliary_set(spec, base)
     share_of = lambda x: float(torch.isin(predicted_classes(x, lenet), group_t).double().mean())  # noqa: E731 - by the classifier
     out = {"share": [], "fid": {"group": [], "rest": []}, "kid": {"group": [], "rest": []},
            "count": {"group": [], "rest": []}, "images": {}, "auxiliary_set_share": share_of(aux_set),
