@@ -6,9 +6,9 @@ against a margin (:class:`Comparison`, intervals from :mod:`madlib.stats`).
 """
 
 from madlib.figures.checks import first_last, mean_z_score, monotone, rounded, seed_spread, seeds_agree, with_spread
-from madlib.figures.record import Claim, FigureRecord, count_levels, default_out_dir, write_claims_summary
+from madlib.figures.record import Claim, FigureRecord, call_with_params, count_levels, default_out_dir, write_claims_summary
 from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide
 
-__all__ = ["Claim", "Comparison", "FigureRecord", "LEVELS", "Precondition", "count_levels", "decide",
+__all__ = ["Claim", "Comparison", "FigureRecord", "LEVELS", "Precondition", "call_with_params", "count_levels", "decide",
            "default_out_dir", "first_last", "mean_z_score", "monotone", "rounded", "seed_spread", "seeds_agree", "with_spread",
            "write_claims_summary"]

@@ -223,6 +223,16 @@ class FigureRecord:
         return "\n".join(lines)
 
 
+def call_with_params(fn, namespace: dict, **overrides):
+    """``fn`` called with the notebook parameters it takes by name (its arguments found in ``namespace``, a
+    notebook's ``globals()``), ``overrides`` on top: a notebook hands its parameters to the package without
+    retyping them, and a parameter the function does not take stays the notebook's."""
+    import inspect
+
+    names = inspect.signature(fn).parameters
+    return fn(**({k: namespace[k] for k in names if k in namespace} | overrides))
+
+
 def count_levels(claims) -> dict[str, int]:
     """How many of ``claims`` (dicts as stored in a JSON) read each of the four levels."""
     counts = dict.fromkeys(LEVELS, 0)

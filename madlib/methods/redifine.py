@@ -113,7 +113,7 @@ __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIG
            "calibrated_high_cfg", "CALIBRATION_FACTOR", "BASELINE_RULES", "calibrate_cfg_axis", "calibration_bar",
            "PROMPT_KINDS", "ATTRIBUTES", "NUM_ATTRIBUTE_PROMPTS",
            "image_attributes", "attribute_cuts", "attribute_prompts", "AttributePromptNet", "prompt_classes",
-           "D0_STYLES", "restyle"]
+           "D0_STYLES", "restyle", "ChainSetting", "chain_setting"]
 
 PIXEL_RANGE = core.PIXEL_RANGE  # 0..255 maps linearly onto [-1, 1]
 SCHEDULES = ("constant", "exponential", "linear")  # CFG scale over the sampling steps (ReDiFine Sec. 5, App. F.2)
@@ -1030,6 +1030,84 @@ def calibration_bar(calibration: dict, floor: float, fid_1=None, k: float = 3) -
     else:
         raise ValueError(f"the baseline CFG {high:g} is not on the calibration grid {grid}: pass the chains' fid_1")
     return iteration_one_bar(f"baseline CFG {high:g} calibrated", value, floor, k)
+
+
+# ------------------------------------------------------------------------------------- a figure's setting
+@dataclass
+class ChainSetting:
+    """What every ReDiFine figure reads before its chains (:func:`chain_setting`): the classifier, M_0 and its bar,
+    D_0 with its prompts and floors, the blank cap, the calibrated CFG axis, and the keyword arguments of every
+    fine-tune (``finetune``) and chain (``chain``)."""
+
+    lenet: nn.Module
+    m0: "PretrainedM0"
+    d0: torch.Tensor  # uint8 [N, 1, H, W], ordered by class
+    prompts: torch.Tensor  # D_0's class labels [N]
+    codes: torch.Tensor  # what M_0 reads for D_0 [N]: the labels, or class x 27 + the attribute terciles
+    d0_index: torch.Tensor  # D_0's indices into its split [N]
+    other: torch.Tensor  # N other real images of D_0's style (the fresh floor's), and their labels
+    other_prompts: torch.Tensor
+    floors: dict  # :func:`real_floors`
+    cap: float  # :func:`blank_cap`
+    m0_samples: torch.Tensor  # :func:`m0_quality`
+    m0_metrics: dict
+    m0_floor: dict
+    m0_vs_d0: dict  # M_0's CFG-1 samples against D_0: the style gap the first fine-tune closes
+    calibration: dict  # :func:`calibrate_cfg_axis`
+    finetune: dict  # :func:`finetune_from_m0` keyword arguments
+    chain: dict  # :func:`chain_of_diffusion` keyword arguments (``finetune`` included)
+
+    @property
+    def high_cfg(self) -> float:
+        """The baseline's CFG scale (calibrated, or as given)."""
+        return float(self.calibration["baseline_cfg"])
+
+    @property
+    def floor(self) -> float:
+        """The fresh real-vs-real FID floor: N other real images against D_0, the least FID_k can read at this N."""
+        return float(self.floors["fresh"]["fid"])
+
+    def run(self, *, seed: int, desc: str = "chain", **settings) -> "ChainResult":
+        """One :func:`chain_of_diffusion` of M_0 on D_0 with this setting, ``settings`` overriding its keywords."""
+        return chain_of_diffusion(self.m0.net, self.d0, self.codes, seed=seed, desc=desc, **(self.chain | settings))
+
+
+def chain_setting(*, seed: int, device: str, m0_dataset: str, m0_images_seen: int, m0_cache_dir, prompt_kind: str,
+                  image_size: int, base_channels: int, d0_dataset: str, n_d0: int, iterations: int, steps: int,
+                  sigma_max: float, calibration_grid, calibration_factor: float, baseline: str, baseline_cfg: float,
+                  method: str, untrained_uncond: str, epochs: float, batch_size: int, lr: float, rank: int,
+                  lora_alpha: float, d0_split: str = "train", d0_style: str = "plain", guidance_images: int = 0,
+                  progress: bool = False) -> ChainSetting:
+    # ReDiFine Sec. 3.1 (M_0, D_0, Eq. 1's fine-tune) with the project's bars, floors and CFG calibration (issue 28)
+    """The setting of a ReDiFine figure, from its notebook parameters (same names): M_0 pretrained or read from the
+    cache (:func:`pretrain_m0`); D_0 = ``n_d0`` class-balanced images of ``d0_dataset``'s ``d0_split`` in
+    ``d0_style`` drawn with ``seed``, and as many others (seed + 1) for the fresh floor; M_0's bar read on the
+    prompts of its own held-out images (:func:`m0_quality`); the blank cap; and the CFG axis calibrated on D_0
+    (:func:`calibrate_cfg_axis`, with the style / prompt split of the guidance on ``guidance_images`` images)."""
+    from madlib.metrics import image_metrics, load_lenet
+
+    lenet = load_lenet(device=device)
+    m0 = pretrain_m0(dataset=m0_dataset, image_size=image_size, base_channels=base_channels, images_seen=m0_images_seen,
+                     prompts=prompt_kind, seed=seed, cache_dir=m0_cache_dir, device=device, progress=progress)
+    d0, prompts, d0_index = balanced_subset(d0_dataset, n_d0, split=d0_split, image_size=image_size, seed=seed,
+                                            style=d0_style)
+    codes = m0.prompts_for(d0, prompts)
+    own, own_labels, _ = balanced_subset(m0_dataset, n_d0, split="test", image_size=image_size, seed=seed)
+    m0_samples, m0_metrics, m0_floor = m0_quality(m0.net, m0.prompts_for(own, own_labels), lenet, dataset=m0_dataset,
+                                                  image_size=image_size, steps=steps, seed=seed, n=n_d0)
+    other, other_prompts, _ = balanced_subset(d0_dataset, n_d0, split=d0_split, image_size=image_size, seed=seed + 1,
+                                              exclude=d0_index, style=d0_style)
+    finetune = dict(method=method, untrained_uncond=untrained_uncond, epochs=epochs, batch_size=batch_size, lr=lr,
+                    rank=rank, lora_alpha=lora_alpha)
+    calibration = calibrate_cfg_axis(m0.net, d0, codes, lenet, cfg_grid=calibration_grid, factor=calibration_factor,
+                                     baseline=baseline, baseline_cfg=baseline_cfg, m0_dataset=m0_dataset, steps=steps,
+                                     sigma_max=sigma_max, seed=seed, guidance_images=guidance_images, **finetune)
+    return ChainSetting(lenet=lenet, m0=m0, d0=d0, prompts=prompts, codes=codes, d0_index=d0_index, other=other,
+                        other_prompts=other_prompts, floors=real_floors(d0, prompts, other, other_prompts, lenet, seed=seed),
+                        cap=blank_cap(d0, prompts, lenet), m0_samples=m0_samples, m0_metrics=m0_metrics, m0_floor=m0_floor,
+                        m0_vs_d0=image_metrics(m0_samples, prompts, d0, prompts, lenet), calibration=calibration,
+                        finetune=finetune, chain=dict(sigma_max=sigma_max, lenet=lenet, iterations=iterations, steps=steps,
+                                                      progress=progress, **finetune))
 
 
 # ----------------------------------------------------------------------------------------------- D_0 styles

@@ -43,7 +43,9 @@ from madlib.diffusion.unet import UNet
 
 __all__ = ["SIMSConfig", "SIMSModel", "train_base", "synthesize", "train_auxiliary", "sims_sample", "check_sims_weight",
            "sims_grid", "select_then_report", "group_shifted_subset", "freeze_encoder", "SharedEncoderPair",
-           "network_evaluations"]
+           "network_evaluations", "check_spec", "base_model", "cached_samples", "auxiliary_set", "chain", "models",
+           "run_grid", "run_alignment", "run_cells", "run_groups", "choose_cell", "denoiser_alignment", "FigureSetting",
+           "figure_setting"]
 
 PIXEL_RANGE = core.PIXEL_RANGE
 
@@ -608,3 +610,47 @@ def denoiser_alignment(base: SIMSModel, aux: SIMSModel, images: torch.Tensor, si
         out["mse_base"].append(float(ee / e.numel()))
         out["mse_reduction"].append(float(1 - ((e + w * d) ** 2).sum() / ee) if ee > 0 else 0.0)
     return out
+
+
+@dataclass
+class FigureSetting:
+    """What every SIMS image figure reads before its cells (:func:`figure_setting`)."""
+
+    config: SIMSConfig
+    cache: "os.PathLike"  # trained models and finished cells, shared by every SIMS image figure
+    protocol: object  # :class:`madlib.metrics.images.ProtocolSets`: D and the reference
+    lenet: torch.nn.Module
+    held: object  # :class:`madlib.metrics.images.HeldOutMetrics` of the reference
+    floor: dict  # real-vs-real at ``eval_samples``
+    seeds: list[int]  # training seeds
+    chain: dict  # the keys of a spec (:func:`check_spec`) shared by every seed: {**chain, "seed": s, ...}
+    lane_options: dict  # :func:`madlib.sweep.sweep` keywords: lanes, the cells' folder, progress
+
+
+def figure_setting(*, seed: int, device: str, lanes: int, dataset: str, cache_dir, image_size: int, n_real: int,
+                   base_images: int, base_channels: int, batch_size: int, lr: float, warmup: int, ema_decay: float,
+                   ema_rampup: float, sample_steps: int, n_synthetic: int, eval_samples: int, n_seeds: int,
+                   num_classes: int = 0, progress: bool = False) -> FigureSetting:
+    # project protocol (issue 26): one real set D, every model read against the rest on eval_samples samples
+    """The setting of a SIMS image figure, from its notebook parameters (same names): the models' settings, the
+    cache (``cache_dir``, default ``build/cache/sims`` of the repository), the protocol's sets with the project's
+    LeNet and the reference metrics, the floor at ``eval_samples`` (real images drawn with seed + 7), the
+    ``n_seeds`` training seeds from ``seed``, and the chain every spec shares."""
+    from pathlib import Path
+
+    from madlib.figures.record import repo_root
+    from madlib.metrics.images import reference_protocol
+
+    if check_int("eval_samples", eval_samples, minimum=2) > n_real:
+        raise ValueError(f"eval_samples must be at most n_real = {n_real} (the floor reads that many real images); "
+                         f"got {eval_samples}")
+    cache = Path(cache_dir) if cache_dir is not None else repo_root() / "build" / "cache" / "sims"
+    config = SIMSConfig(image_size=image_size, base_channels=base_channels, batch_size=batch_size, lr=lr, warmup=warmup,
+                        ema_decay=ema_decay, ema_rampup=ema_rampup, sample_steps=sample_steps, num_classes=num_classes)
+    protocol, lenet, held = reference_protocol(dataset, image_size, n_real, None, device, 5)
+    return FigureSetting(config=config, cache=cache, protocol=protocol, lenet=lenet, held=held,
+                         floor=held.floor(protocol.pool_images, eval_samples, seed=seed + 7),
+                         seeds=[seed + k for k in range(check_int("n_seeds", n_seeds, minimum=1))],
+                         chain=dict(settings=config.settings(), dataset=dataset, n_real=n_real, base_images=base_images,
+                                    n_synthetic=n_synthetic, device=device, cache_dir=str(cache)),
+                         lane_options=dict(options={"lanes": lanes}, result_dir=cache / "cells", progress=progress))
