@@ -32,3 +32,35 @@ def test_manifest_scale_must_be_paper_text_and_a_list_of_differences(tmp_path):
         "    scale: {paper: p, differences: not-a-list}\n    profiles: {smoke: {}, default: {}, paper: {}}\n")
     with pytest.raises(ManifestError, match="scale must be"):
         load_manifest(tmp_path / "m.yaml")
+
+
+def test_call_with_params_hands_over_the_named_parameters_and_keeps_the_rest():
+    from madlib.figures import call_with_params
+
+    def fn(*, a, b=2, c=3):
+        return a, b, c
+
+    assert call_with_params(fn, {"a": 1, "c": 30, "unrelated": 0}) == (1, 2, 30)
+    assert call_with_params(fn, {"a": 1, "c": 30}, c=300) == (1, 2, 300)
+    with pytest.raises(TypeError, match="a"):
+        call_with_params(fn, {"b": 1})
+
+
+@pytest.mark.parametrize("setting, figures", [
+    ("madlib.methods.redifine.chain_setting", ["rdf_4_5_second_style", "rdf_4_6_chain_cfg_redifine", "rdf_7_sweeps"]),
+    ("madlib.methods.sims.figure_setting", ["sims_2_self_improvement", "sims_3_pollution", "sims_4_distribution_shift",
+                                            "sims_5_ablations"]),
+])
+def test_every_required_setting_argument_is_a_parameter_of_its_notebooks(setting, figures):
+    # the notebooks call these through call_with_params: a renamed parameter must fail here, not in a long build
+    import importlib
+    import inspect
+
+    module, name = setting.rsplit(".", 1)
+    fn = getattr(importlib.import_module(module), name)
+    required = {k for k, p in inspect.signature(fn).parameters.items() if p.default is inspect.Parameter.empty}
+    entries = load_manifest()
+    for figure in figures:
+        declared = set(notebook_parameters(entries[figure].notebook))
+        assert required <= declared, (figure, sorted(required - declared))
+        assert name in entries[figure].notebook.read_text()

@@ -32,3 +32,9 @@ def class_grid(images, labels, *, per_class: int, num_classes: int = 10, pad: in
         raise ValueError(f"per_class must be <= the smallest class count ({min(len(p) for p in picks)}); got {per_class}")
     chosen = x[torch.stack(picks, dim=1).reshape(-1)]  # row-major: sample i of every class, then sample i + 1
     return image_grid(chosen, num_classes, pad=pad)
+
+
+def show_images(ax, grid, title: str) -> None:
+    """A uint8 sample grid (:func:`image_grid`, :func:`class_grid`) on ``ax``: grey 0..255, titled, no ticks."""
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
+    ax.set(title=title, xticks=[], yticks=[])

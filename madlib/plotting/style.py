@@ -51,3 +51,10 @@ def scale_caption(fig, profile: str, ours: str, paper: str) -> None:
     """State under the figure which profile made it and how its scale differs from the paper's."""
     text = f"profile: {profile}. This run: {ours} Paper: {paper}"
     fig.text(0.01, -0.01, "\n".join(textwrap.wrap(text, 170)), fontsize=6.5, va="top", ha="left", color="0.3")
+
+
+def log_ticks(ax, values) -> None:
+    """A log x axis ticked at ``values`` (a CFG or w grid), each labelled as written, no minor ticks."""
+    ax.set_xscale("log")
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.minorticks_off()
