@@ -551,3 +551,23 @@ def test_restyle_of_constructed_images():
     assert torch.equal(images, restyle(plain, "dilate"))
     with pytest.raises(ValueError, match="style must be one of"):
         restyle(one, "emboss")
+
+
+@pytest.mark.parametrize("high", [1.0, 1.25, 2.5, 7.5])
+def test_redifine_on_the_calibrated_axis_starts_at_the_baseline_and_ends_where_the_papers_decay_ends(high):
+    from madlib.methods.redifine import cfg_schedule, redifine_settings
+
+    paper = redifine_settings(high, axis="paper")
+    assert paper == dict(schedule="exponential", s0=7.5, alpha=2.0, cond_dropout=0.2)
+    mapped = redifine_settings(high)
+    weight = cfg_schedule(mapped["schedule"], s0=mapped["s0"], alpha=mapped["alpha"])
+    s = np.array([1.0 + weight(i, 30) for i in range(30)])  # CFG at each of 30 steps
+    kappa = math.log(high) / math.log(7.5)
+    # log CFG is the paper's scaled by kappa at every step: first the baseline's CFG, last 1.015 ** kappa
+    paper_s = 7.5 * np.exp(-2.0 * np.arange(30) / 29)
+    np.testing.assert_allclose(np.log(s), kappa * np.log(paper_s), atol=1e-12)
+    assert s[0] == pytest.approx(high) and 1.0 <= s[-1] <= 1.016 and mapped["cond_dropout"] == 0.2
+    with pytest.raises(ValueError, match="axis"):
+        redifine_settings(high, axis="latent")
+    with pytest.raises(ValueError, match="high_cfg"):
+        redifine_settings(0.5)

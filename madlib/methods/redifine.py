@@ -113,7 +113,7 @@ __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIG
            "calibrated_high_cfg", "CALIBRATION_FACTOR", "BASELINE_RULES", "calibrate_cfg_axis", "calibration_bar",
            "PROMPT_KINDS", "ATTRIBUTES", "NUM_ATTRIBUTE_PROMPTS",
            "image_attributes", "attribute_cuts", "attribute_prompts", "AttributePromptNet", "prompt_classes",
-           "D0_STYLES", "restyle", "ChainSetting", "chain_setting"]
+           "D0_STYLES", "restyle", "ChainSetting", "chain_setting", "REDIFINE_AXES", "redifine_settings"]
 
 PIXEL_RANGE = core.PIXEL_RANGE  # 0..255 maps linearly onto [-1, 1]
 SCHEDULES = ("constant", "exponential", "linear")  # CFG scale over the sampling steps (ReDiFine Sec. 5, App. F.2)
@@ -480,6 +480,31 @@ def cfg_schedule(schedule: str = "constant", *, cfg_scale: float = 7.5, s0: floa
         return lambda i, n: decay(i, max(n - 1, 1))
     end = s0 * math.exp(-alpha)
     return lambda i, n: s0 + (end - s0) * i / max(n - 1, 1) - 1.0
+
+
+REDIFINE_AXES = ("calibrated", "paper")  # :func:`redifine_settings`
+
+
+def redifine_settings(high_cfg: float, *, axis: str = "calibrated", s0: float = 7.5, alpha: float = 2.0,
+                      p: float = 0.2, schedule: str = "exponential") -> dict:
+    # ReDiFine Sec. 5 (condition dropout p, s = s0 exp(-alpha t / T)) on a figure's CFG axis; the mapping is a project choice
+    """The chain settings (:func:`chain_of_diffusion` keywords) of ReDiFine: condition dropout ``p`` and the decaying
+    CFG ``schedule`` from s0 with rate alpha.
+
+    ``axis="paper"``: s0 and alpha as given (7.5 and 2: CFG 7.5 -> 1.015, the paper's baseline CFG decaying to no
+    guidance). ``axis="calibrated"``: the same schedule on the figure's calibrated CFG axis, whose baseline is
+    ``high_cfg`` instead of the paper's 7.5: log CFG scaled by kappa = ln(high_cfg) / ln(s0), so the decay starts
+    at the baseline's CFG and ends where the paper's does, near CFG 1 (s0' = high_cfg, alpha' = kappa alpha). On
+    an axis where CFG 7.5 already ruins the first iteration, the paper's literal s0 would compare ReDiFine's
+    worst-calibrated start with a calibrated baseline."""
+    check_choice("axis", axis, REDIFINE_AXES)
+    check_choice("schedule", schedule, ("exponential", "linear"))
+    high_cfg = check_interval("high_cfg", high_cfg, 1.0, math.inf, high_open=True)
+    s0 = check_interval("s0", s0, 1.0, math.inf, low_open=True, high_open=True)
+    alpha = check_interval("alpha", alpha, 0.0, math.inf, high_open=True)
+    p = check_interval("p", p, 0.0, 1.0, high_open=True)
+    kappa = math.log(high_cfg) / math.log(s0) if axis == "calibrated" else 1.0
+    return dict(schedule=schedule, s0=high_cfg if axis == "calibrated" else s0, alpha=kappa * alpha, cond_dropout=p)
 
 
 def generate_one_per_prompt(net: nn.Module, prompts: torch.Tensor, *, weight=constant_weight(6.5), steps: int = 30,
