@@ -80,6 +80,10 @@ def test_rdf_4_6_chain_cfg_redifine(smoke_build):
         assert np.shape(chain["diff_norm"]) == (K, params["steps"])
     best, low, baseline = data["best_cfg"], grid[0], data["baseline_cfg"]
     assert best in grid
+    # ReDiFine's decay starts at the calibrated baseline's CFG (the paper's s0 = 7.5 only with redifine_axis "paper")
+    redifine = data["report"]["redifine"][0]["settings"]
+    assert params["redifine_axis"] == "calibrated" and redifine["s0"] == baseline and redifine["cond_dropout"] == params["redifine_p"]
+    assert redifine["alpha"] == pytest.approx(params["decay_alpha"] * np.log(baseline) / np.log(params["s0"]))
     assert best == grid[int(np.argmin([data["selection"][f"cfg={c:g}"]["fid"][-1] for c in grid]))]
     for key in [f"cfg={c:g}" for c in grid] + ["redifine"]:
         fit = data["trait_fit"][key]

@@ -46,6 +46,8 @@ def test_rdf_7_sweeps(smoke_build):
             assert chain["start_digest"] == [m0_digest] * K
     assert chains["redifine"]["settings"]["schedule"] == "exponential" and chains["redifine"]["settings"]["cond_dropout"] == 0.2
     assert chains["schedule only"]["settings"]["cond_dropout"] == 0.0
+    for name in ("redifine", "schedule only", "redifine/linear"):  # the decay starts at the calibrated baseline's CFG
+        assert chains[name]["settings"]["s0"] == (baseline if params["redifine_axis"] == "calibrated" else params["s0"])
     assert chains["cond-drop only"]["settings"]["schedule"] == "constant"
     top = max(params["mix_shares"])
     bm, rm = f"baseline/mix={top:g}", f"redifine/mix={top:g}"
