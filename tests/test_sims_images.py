@@ -259,3 +259,22 @@ def test_run_groups_reads_each_group_on_the_same_count_at_every_w(tmp_path):
         else:
             assert np.isnan(out["kid"]["group"][j])
     assert out["auxiliary_set_share"] == pytest.approx(0.3)  # 6 of 20 in the group, by the same classifier
+
+
+def test_lr_decay_reaches_the_trainer_and_keeps_old_cache_keys(monkeypatch):
+    from madlib.diffusion import core
+
+    assert "lr_decay" not in SIMSConfig().settings() and SIMSConfig(lr_decay="cosine").settings()["lr_decay"] == "cosine"
+    with pytest.raises(ValueError, match="lr_decay"):
+        SIMSConfig(lr_decay="step")
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(core, "train_ensemble", fake)
+    with pytest.raises(RuntimeError, match="stop"):
+        core.train(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), SIMSConfig(image_size=8, base_channels=8, lr_decay="cosine"),
+                   images_seen=8, seed=0)
+    assert seen["lr_decay"] == "cosine"

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from madlib._checks import check_int, check_interval
+from madlib._checks import check_choice, check_int, check_interval
 from madlib.diffusion.losses import EDMPrecond
 from madlib.diffusion.schedules import edm_sigma_steps
+from madlib.diffusion.training import LR_DECAYS
 from madlib.diffusion.unet import UNet
 
 __all__ = ["EDMConfig", "check_sigma_grid"]
@@ -36,8 +37,9 @@ def check_sigma_grid(sigma_min, sigma_max, rho) -> tuple[float, float, float]:
 @dataclass(frozen=True)
 class EDMConfig:
     """image_size, image_channels: images [C, H, W]; base_channels, channel_mults, num_res_blocks: the U-Net.
-    batch_size, lr (Adam), warmup (images seen of linear warm-up), ema_decay (the EMA copy samples), ema_rampup (EDM's
-    EMA ramp-up: the average's half-life at most ema_rampup x the images seen; 0 = a constant decay).
+    batch_size, lr (Adam), warmup (images seen of linear warm-up), lr_decay (after the warm-up: "constant", or
+    "cosine" to 0 at the end of the budget), ema_decay (the EMA copy samples), ema_rampup (EDM's EMA ramp-up: the
+    average's half-life at most ema_rampup x the images seen; 0 = a constant decay).
     sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (EDM Eq. 5; 0 < sigma_min < sigma_max, both finite,
     rho finite and > 0); sample_batch: images per sampler call. Every field is checked on construction: a value
     outside its range raises ValueError naming it.
@@ -51,6 +53,7 @@ class EDMConfig:
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 0
+    lr_decay: str = "constant"
     ema_decay: float = 0.99
     ema_rampup: float = 0.0
     sample_steps: int = 12
@@ -67,6 +70,7 @@ class EDMConfig:
         check_int("batch_size", self.batch_size, minimum=1)
         check_interval("lr", self.lr, 0.0, 1.0, low_open=True)
         check_int("warmup", self.warmup, minimum=0)
+        check_choice("lr_decay", self.lr_decay, LR_DECAYS)
         check_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         check_interval("ema_rampup", self.ema_rampup, 0.0, math.inf, high_open=True)
         check_int("sample_steps", self.sample_steps, minimum=2)
@@ -79,11 +83,13 @@ class EDMConfig:
             check_int(f"channel_mults[{i}]", mult, minimum=1)
 
     def settings(self) -> dict:
-        """Every field as plain JSON data (channel_mults as a list); ema_rampup only when set, so that the cache keys of
-        fits made before it existed stay the same."""
+        """Every field as plain JSON data (channel_mults as a list); ema_rampup and lr_decay only when set, so that the
+        cache keys of fits made before they existed stay the same."""
         out = {**asdict(self), "channel_mults": list(self.channel_mults)}
         if not self.ema_rampup:
             del out["ema_rampup"]
+        if self.lr_decay == "constant":
+            del out["lr_decay"]
         return out
 
     def sigmas(self) -> torch.Tensor:

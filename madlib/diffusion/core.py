@@ -131,7 +131,8 @@ def train(images: torch.Tensor, config: EDMConfig, *, images_seen: int, seed: in
     """Train one denoiser on uint8 ``images`` [N, C, H, W] (mapped onto :data:`PIXEL_RANGE`).
 
     Args:
-        config: the optimiser settings (``batch_size``, ``lr``, ``warmup``, ``ema_decay``) and, for ``net`` None,
+        config: the optimiser settings (``batch_size``, ``lr``, ``warmup``, ``lr_decay``, ``ema_decay``,
+            ``ema_rampup``) and, for ``net`` None,
             the network's (:meth:`EDMConfig.network`); with a given network or builder only the optimiser's are read.
         images_seen: the budget; steps = ceil(images_seen / batch), the batch clipped to N.
         seed: every draw (module docstring: from scratch the initial weights are the generator's first draw).
@@ -200,7 +201,7 @@ def train(images: torch.Tensor, config: EDMConfig, *, images_seen: int, seed: in
                                labels=None if labels is None else labels.to(device)[None],
                                sources=None if sources is None else sources.to(device)[None],
                                cond_dropout=label_dropout, generator=g, optimizer=optimizer,
-                               weight_decay=weight_decay, warmup=config.warmup, ema=average,
+                               weight_decay=weight_decay, warmup=config.warmup, lr_decay=config.lr_decay, ema=average,
                                ema_decay=config.ema_decay, ema_rampup=config.ema_rampup, checkpoint=checkpoint,
                                checkpoint_every=checkpoint_every,
                                after_step=after_step if wanted else None, precision=precision,
