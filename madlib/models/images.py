@@ -133,8 +133,10 @@ class ImageDiffusionFamily:
         base_channels, channel_mults, num_res_blocks, attention: the U-Net (:class:`UNet`).
         epochs: training budget per generation, in passes over that generation's training set
             (samples seen = ceil(epochs * N)); ``batch_size``, ``lr`` (Adam), ``cond_dropout`` (MAD: 0.1);
-            ``warmup``: images seen of linear learning-rate warm-up.
-        ema_decay: 0 (off) or the decay of an exponential moving average of the weights, which then samples.
+            ``warmup``: images seen of linear learning-rate warm-up; ``lr_decay``: after it ``"constant"`` or
+            ``"cosine"`` to 0 at the end of the budget (:class:`EDMConfig`).
+        ema_decay: 0 (off) or the decay of an exponential moving average of the weights, which then samples;
+            ``ema_rampup``: EDM's ramp-up of it (the average's half-life at most this x the images seen; 0: off).
         eval_samples, eval_seed: the samples ``summary`` measures (class-balanced, fixed noise).
         sample_batch: images per sampler call (bounds memory; the draws depend on it).
         lenet: the classifier recipe of the metrics (:func:`madlib.metrics.load_lenet`: ``"default"``,
@@ -158,7 +160,7 @@ class ImageDiffusionFamily:
                  base_channels: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
                  attention: bool = False,
                  epochs: float = 20.0, batch_size: int = 128, lr: float = 1e-3, cond_dropout: float = 0.1,
-                 ema_decay: float = 0.0, eval_samples: int = 1000, eval_seed: int = 0, sample_batch: int = 1000,
+                 ema_decay: float = 0.0, lr_decay: str = "constant", ema_rampup: float = 0.0, eval_samples: int = 1000, eval_seed: int = 0, sample_batch: int = 1000,
                  lenet="default", store_dir: str | os.PathLike | None = None, fit_cache: dict | None = None,
                  device: str = "cpu",
                  amp: bool = False, channels_last: bool = False, progress: bool = False):
@@ -203,7 +205,7 @@ class ImageDiffusionFamily:
         self._new_unet(seed=0)  # checks the network settings now, not at the first fit
         # the optimiser settings the core trains with (Adam, warm-up, EMA; the network is the family's own U-Net)
         self._optimiser = EDMConfig(batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
-                                    ema_decay=self.ema_decay)
+                                    ema_decay=self.ema_decay, lr_decay=lr_decay, ema_rampup=ema_rampup)
         self._classifier = self._held = self._real_readouts = None
 
     def settings(self) -> dict:
@@ -215,7 +217,8 @@ class ImageDiffusionFamily:
                 "batch_size": self.batch_size, "lr": self.lr, "cond_dropout": self.cond_dropout,
                 "ema_decay": self.ema_decay, "eval_samples": self.eval_samples, "eval_seed": self.eval_seed,
                 "sample_batch": self.sample_batch, "lenet": str(self.lenet), "device": self.device,
-                "amp": self.amp, "channels_last": self.channels_last}
+                "amp": self.amp, "channels_last": self.channels_last,
+                **{k: v for k, v in self._optimiser.settings().items() if k in ("lr_decay", "ema_rampup")}}  # when set
 
     def training_settings(self) -> dict:
         """The settings a fit depends on: everything but lambda, the sampler and the evaluation."""
