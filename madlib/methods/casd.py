@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -59,7 +60,7 @@ __all__ = ["EDMSettings", "SourceSpec", "Fit", "METHODS", "REAL", "SYNTHETIC", "
            "source_labels", "pooled_training_set", "casd_train", "dm_train", "sda_train", "train_method",
            "heun_sample", "casd_sample", "sample_method", "train_source", "synthetic_set", "cached_fit",
            "sample_metrics", "cache_key", "run_method", "oracle_train", "snapshot_steps", "source_fit",
-           "cell_training_set", "run_cell", "run_source"]
+           "cell_training_set", "run_cell", "run_source", "FigureSetting", "figure_setting"]
 
 PIXEL_RANGE = core.PIXEL_RANGE
 REAL, SYNTHETIC = 0, 1  # CASD Sec. 3.2: y_r = 0, y_s = 1
@@ -467,3 +468,37 @@ def run_source(*, spec: dict, settings: dict, seed: int, dataset: str, pool: int
     reads = {b: sample_metrics(heun_sample(f, eval_samples, settings, eval_seed), held, lenet, k=k)
              for b, f in [*sorted(fit.snapshots.items()), (spec.images_seen, fit)]}
     return {"metrics": reads, "train_seconds": fit.train_seconds, "from_cache": fit.from_cache, "key": fit.key}
+
+
+@dataclass
+class FigureSetting:
+    """What every CASD figure reads before its cells (:func:`figure_setting`)."""
+
+    settings: EDMSettings
+    cache: Path  # trained sources and fits, per profile
+    protocol: object  # :class:`madlib.data.images.ProtocolSets`: the pool and the reference
+    lenet: torch.nn.Module
+    held: object  # :class:`madlib.metrics.images.HeldOutMetrics` of the reference (k nearest neighbours)
+    floor: dict  # real-vs-real: min(eval_samples, pool) pool images against the reference
+    seeds: list[int]
+
+
+def figure_setting(*, seed: int, device: str, profile: str, dataset: str, cache_dir, image_size: int,
+                   base_channels: int, images_seen: int, batch_size: int, lr: float, ema_decay: float,
+                   sample_steps: int, pool: int, eval_samples: int, n_seeds: int, classes=None,
+                   k: int = 5) -> FigureSetting:
+    # project protocol (issue 27): the methods train on the pool's first images, every fit is read against the rest
+    """The setting of a CASD figure, from its notebook parameters (same names): the fits' settings, the cache
+    (``cache_dir``, default ``build/casd_cache/<profile>`` of the repository), the protocol's sets of ``classes``
+    (None: every class) with the project's LeNet and the reference metrics, the floor (real images drawn with
+    seed + 7) and the ``n_seeds`` seeds from ``seed``."""
+    from madlib.figures.record import repo_root
+
+    cache = Path(cache_dir) if cache_dir is not None else repo_root() / "build" / "casd_cache" / profile
+    settings = EDMSettings(image_size=image_size, base_channels=base_channels, images_seen=images_seen,
+                           batch_size=batch_size, lr=lr, ema_decay=ema_decay, sample_steps=sample_steps, device=device)
+    protocol, lenet, held = _protocol(dataset, image_size, pool, None if classes is None else tuple(classes),
+                                      settings.device, k)
+    return FigureSetting(settings=settings, cache=cache, protocol=protocol, lenet=lenet, held=held,
+                         floor=held.floor(protocol.pool_images, min(eval_samples, pool), seed=seed + 7),
+                         seeds=[seed + j for j in range(check_int("n_seeds", n_seeds, minimum=1))])

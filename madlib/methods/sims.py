@@ -28,6 +28,7 @@ import copy
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -617,7 +618,7 @@ class FigureSetting:
     """What every SIMS image figure reads before its cells (:func:`figure_setting`)."""
 
     config: SIMSConfig
-    cache: "os.PathLike"  # trained models and finished cells, shared by every SIMS image figure
+    cache: Path  # trained models and finished cells, shared by every SIMS image figure
     protocol: object  # :class:`madlib.metrics.images.ProtocolSets`: D and the reference
     lenet: torch.nn.Module
     held: object  # :class:`madlib.metrics.images.HeldOutMetrics` of the reference
@@ -636,8 +637,6 @@ def figure_setting(*, seed: int, device: str, lanes: int, dataset: str, cache_di
     cache (``cache_dir``, default ``build/cache/sims`` of the repository), the protocol's sets with the project's
     LeNet and the reference metrics, the floor at ``eval_samples`` (real images drawn with seed + 7), the
     ``n_seeds`` training seeds from ``seed``, and the chain every spec shares."""
-    from pathlib import Path
-
     from madlib.figures.record import repo_root
     from madlib.metrics.images import reference_protocol
 
