@@ -50,6 +50,7 @@ def test_call_with_params_hands_over_the_named_parameters_and_keeps_the_rest():
     ("madlib.methods.redifine.chain_setting", ["rdf_4_5_second_style", "rdf_4_6_chain_cfg_redifine", "rdf_7_sweeps"]),
     ("madlib.methods.sims.figure_setting", ["sims_2_self_improvement", "sims_3_pollution", "sims_4_distribution_shift",
                                             "sims_5_ablations"]),
+    ("madlib.methods.casd.figure_setting", ["casd_1_effective_data", "casd_2_mismatched_support", "casd_3_memorization"]),
 ])
 def test_every_required_setting_argument_is_a_parameter_of_its_notebooks(setting, figures):
     # the notebooks call these through call_with_params: a renamed parameter must fail here, not in a long build
