@@ -14,7 +14,7 @@ from madlib.diffusion.samplers import euler_ancestral_sampler
 from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.metrics import collapse_rate, image_metrics, lenet_features, load_lenet
 from madlib.figures import FigureRecord
-from madlib.methods.redifine import (NUM_ATTRIBUTE_PROMPTS, AttributePromptNet, BranchedDenoiser, ChainResult,
+from madlib.methods.redifine import (NUM_ATTRIBUTE_PROMPTS, AttributePromptNet, BranchedDenoiser, ChainResult, ChainSetting,
                                      attribute_cuts, attribute_prompts, balanced_subset, below_cap, blank_cap,
                                      blank_share, calibrate_cfg_axis, calibrated_high_cfg, calibration_bar, cfg_fid_sweep, cfg_schedule, chain_of_diffusion,
                                      collapses, fid_auc, finetune_from_m0, fit_truncation_ratios,
@@ -135,6 +135,31 @@ def test_one_image_per_prompt_and_the_same_seed_gives_the_same_images(m0, d0, le
     assert chain.collapse_rate == pytest.approx(collapse_rate(chain.fid))  # Eq. 3
     assert chain.phenotype.shape == (3, len(labels)) and chain.diff_norm.shape == (2, 4)
     np.testing.assert_allclose(chain.histogram.sum(1) * 8, 1.0)  # densities over 32 bins of width 8
+
+
+def test_chains_run_as_sweep_cells_in_two_lanes_give_this_processs_numbers(m0, d0, lenet):
+    # issue 28, item 8: chain_cell rebuilds M_0 (cache), D_0 and the LeNet from plain arguments in a one-thread lane
+    images, labels = d0
+    spec = dict(device="cpu", lenet="tiny", m0=TINY | dict(cache_dir=str(m0.path.parent)),
+                d0=dict(dataset="digits", n=20, image_size=8, seed=3), chain=dict(iterations=2, epochs=1.0, batch_size=10, steps=4))
+    fields = dict.fromkeys(ChainSetting.__dataclass_fields__)
+    setting = ChainSetting(**fields | dict(lenet=lenet, m0=m0, d0=images, prompts=labels, codes=labels,
+                                           chain=spec["chain"] | dict(lenet=lenet), spec=spec))
+    runs = {"cfg 1": dict(seed=0, cfg_scale=1.0), "cfg 3, drop": dict(seed=1, cfg_scale=3.0, cond_dropout=0.2),
+            "cfg 1 again": dict(cfg_scale=1.0, seed=0)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the lanes' thread count: the same reduction order
+    try:
+        here = setting.run_all(runs, lanes=1)
+    finally:
+        torch.set_num_threads(threads)
+    lanes = setting.run_all(runs, lanes=2)
+    for name in runs:
+        assert [torch.equal(a, b) for a, b in zip(here[name].sets, lanes[name].sets)] == [True] * 3
+        np.testing.assert_array_equal(here[name].fid, lanes[name].fid)
+        assert here[name].start_digest == lanes[name].start_digest and here[name].seconds_total > 0
+    assert not torch.equal(here["cfg 1"].sets[1], here["cfg 3, drop"].sets[1])  # the runs' settings reached the cells
+    assert here["cfg 1 again"] is here["cfg 1"] and lanes["cfg 1 again"] is lanes["cfg 1"]  # equal runs ran once
 
 
 def test_m0_is_cached_by_its_settings(m0, tmp_path):

@@ -587,6 +587,11 @@ class ChainResult:
         """Area under FID_k over k = 1..K (:func:`fid_auc`), the readout beside Eq. 3's rate."""
         return fid_auc(self.fid)
 
+    @property
+    def seconds_total(self) -> float:
+        """The chain's fine-tuning and sampling seconds, wherever it ran."""
+        return float(sum(np.sum(v) for v in self.seconds.values()))
+
     def summary(self, *, detail: bool = False) -> dict:
         """What a figure's JSON keeps of the chain: FID, accuracy, Eq. 3's rate, the area under FID_k, the mean
         absolute and relative phenotypes per iteration, the fine-tunes' start digests, the times and settings; the
@@ -1081,6 +1086,7 @@ class ChainSetting:
     calibration: dict  # :func:`calibrate_cfg_axis`
     finetune: dict  # :func:`finetune_from_m0` keyword arguments
     chain: dict  # :func:`chain_of_diffusion` keyword arguments (``finetune`` included)
+    spec: dict = field(default_factory=dict)  # the plain arguments :func:`chain_cell` rebuilds M_0, D_0 and the LeNet from
 
     @property
     def high_cfg(self) -> float:
@@ -1095,6 +1101,42 @@ class ChainSetting:
     def run(self, *, seed: int, desc: str = "chain", **settings) -> "ChainResult":
         """One :func:`chain_of_diffusion` of M_0 on D_0 with this setting, ``settings`` overriding its keywords."""
         return chain_of_diffusion(self.m0.net, self.d0, self.codes, seed=seed, desc=desc, **(self.chain | settings))
+
+    def run_all(self, runs: dict, *, lanes: int = 1, progress: bool = False) -> dict:
+        """The chains ``runs`` = {name: {"seed": s, **settings}} of this setting, as {name: :class:`ChainResult`}.
+        ``lanes`` > 1 runs them as :func:`madlib.sweep.sweep` cells (:func:`chain_cell`) in that many one-thread
+        processes; a chain's numbers do not depend on its lane (issue 28, item 8). Runs with equal settings and seed
+        run once and share one :class:`ChainResult`."""
+        lanes = check_int("lanes", lanes, minimum=1)
+        first = {}  # runs with the same seed and settings (e.g. two variants at one CFG) run once and share the chain
+        for name, kw in runs.items():
+            first.setdefault(json.dumps(kw, sort_keys=True, default=float), name)
+        unique = {name: runs[name] for name in first.values()}
+        if lanes == 1 or len(unique) < 2:
+            done = {name: self.run(desc=str(name), **kw) for name, kw in unique.items()}
+        elif not self.spec:
+            raise ValueError("this ChainSetting has no spec (chain_setting builds one); run it with lanes = 1")
+        else:
+            from madlib.sweep import sweep
+
+            cells = [dict(spec=self.spec, run=dict(kw)) for kw in unique.values()]
+            done = dict(zip(unique, sweep(chain_cell, cells, options={"lanes": lanes}, progress=progress, desc="chains").values))
+        return {name: done[first[json.dumps(kw, sort_keys=True, default=float)]] for name, kw in runs.items()}
+
+
+def chain_cell(*, spec: dict, run: dict) -> "ChainResult":
+    # one Chain of Diffusion as a madlib.sweep cell (issue 28, item 8): plain arguments in, so any lane can run it
+    """:func:`chain_of_diffusion` from plain arguments: M_0 read from its cache (``spec["m0"]``, :func:`pretrain_m0`'s
+    keywords; the process that built the setting trained it), D_0 drawn again (``spec["d0"]``, :func:`balanced_subset`'s),
+    the LeNet ``spec["lenet"]`` on ``spec["device"]``, and the chain's keywords ``spec["chain"] | run`` (``run`` holds
+    its ``seed``). The same numbers as :meth:`ChainSetting.run` at the same thread count."""
+    from madlib.metrics import load_lenet
+
+    device = spec["device"]
+    m0 = pretrain_m0(**spec["m0"], device=device)
+    d0, labels, _ = balanced_subset(**spec["d0"])
+    return chain_of_diffusion(m0.net, d0, m0.prompts_for(d0, labels), lenet=load_lenet(spec["lenet"], device=device),
+                              **(spec["chain"] | run))
 
 
 def chain_setting(*, seed: int, device: str, m0_dataset: str, m0_images_seen: int, m0_cache_dir, prompt_kind: str,
@@ -1127,12 +1169,17 @@ def chain_setting(*, seed: int, device: str, m0_dataset: str, m0_images_seen: in
     calibration = calibrate_cfg_axis(m0.net, d0, codes, lenet, cfg_grid=calibration_grid, factor=calibration_factor,
                                      baseline=baseline, baseline_cfg=baseline_cfg, m0_dataset=m0_dataset, steps=steps,
                                      sigma_max=sigma_max, seed=seed, guidance_images=guidance_images, **finetune)
+    chain = dict(sigma_max=sigma_max, iterations=iterations, steps=steps, **finetune)
+    spec = dict(device=str(device), lenet="default",
+                m0=dict(dataset=m0_dataset, image_size=image_size, base_channels=base_channels, images_seen=m0_images_seen,
+                        prompts=prompt_kind, seed=seed, cache_dir=None if m0_cache_dir is None else str(m0_cache_dir)),
+                d0=dict(dataset=d0_dataset, n=n_d0, split=d0_split, image_size=image_size, seed=seed, style=d0_style),
+                chain=chain)
     return ChainSetting(lenet=lenet, m0=m0, d0=d0, prompts=prompts, codes=codes, d0_index=d0_index, other=other,
                         other_prompts=other_prompts, floors=real_floors(d0, prompts, other, other_prompts, lenet, seed=seed),
                         cap=blank_cap(d0, prompts, lenet), m0_samples=m0_samples, m0_metrics=m0_metrics, m0_floor=m0_floor,
                         m0_vs_d0=image_metrics(m0_samples, prompts, d0, prompts, lenet), calibration=calibration,
-                        finetune=finetune, chain=dict(sigma_max=sigma_max, lenet=lenet, iterations=iterations, steps=steps,
-                                                      progress=progress, **finetune))
+                        finetune=finetune, chain=chain | dict(lenet=lenet, progress=progress), spec=spec)
 
 
 # ----------------------------------------------------------------------------------------------- D_0 styles

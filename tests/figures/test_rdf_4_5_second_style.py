@@ -3,7 +3,8 @@ CFG follows the calibration rule on this style's own FID_1 sweep (the digits' sw
 fixed CFG is the grid's lowest FID_K, every reported chain starts each fine-tune from M0, and every claim's level
 follows from the recorded numbers: its preconditions (the M0 bar, FID_1 at the calibrated baseline CFG, a style new to
 M0, optima the grid resolves, no setting compared with itself, a usable collapsing baseline, the blank cap and
-saturated sets) and, on one seed, an unbounded interval (inconclusive)."""
+saturated sets) and, on one seed, an unbounded interval (inconclusive). Every reported variant runs on n_seeds seeds
+(lists of chain summaries, paired by seed)."""
 
 import numpy as np
 import pytest
@@ -47,25 +48,28 @@ def test_rdf_4_5_second_style(smoke_build):
     assert grid == params["cfg_grid_run"] == sorted(set(params["cfg_grid"]) | {baseline})
     best, digits_best = data["best_cfg"], params["digits_best_cfg"]
     assert best == grid[int(np.argmin([data["selection"][f"cfg={c:g}"]["fid"][-1] for c in grid]))]
-    digests = {d for chain in list(data["selection"].values()) + list(data["report"].values()) for d in chain["start_digest"]}
+    seeds = params["report_seeds"]
+    assert seeds == [params["seed"] + 1 + j for j in range(params["n_seeds"])]  # reported seeds never the selection seed
+    assert all([r["settings"]["seed"] for r in runs] == seeds for runs in data["report"].values())
+    digests = {d for chain in list(data["selection"].values()) + sum(data["report"].values(), []) for d in chain["start_digest"]}
     assert len(digests) == 1  # one M0 behind every fine-tune
-    assert data["report"]["digits-best"]["settings"]["cfg_scale"] == digits_best
-    assert data["report"]["baseline"]["settings"]["cfg_scale"] == data["report"]["cond-drop only"]["settings"]["cfg_scale"] == baseline
+    assert data["report"]["digits-best"][0]["settings"]["cfg_scale"] == digits_best
+    assert data["report"]["baseline"][0]["settings"]["cfg_scale"] == data["report"]["cond-drop only"][0]["settings"]["cfg_scale"] == baseline
 
     # preconditions recomputed from the recorded numbers
     floor, cap = data["floors"]["fresh"]["fid"], data["blank_cap"]
     assert cap > 2 * floor
-    chains = {f"cfg={c:g}": data["selection"][f"cfg={c:g}"] for c in grid} | data["report"]
+    chains = {f"cfg={c:g}": [data["selection"][f"cfg={c:g}"]] for c in grid} | data["report"]  # [S] chains per name
     K = params["iterations"]
-    for name, chain in chains.items():
-        fid = np.array(chain["fid"])
+    for name, runs in chains.items():
+        fid = np.array([chain["fid"] for chain in runs])  # [S, K]
         # the area under FID_k beside each rate
-        assert data["fid_auc"][name] == chain["fid_auc"] == pytest.approx(float(np.sum(fid[1:] + fid[:-1]) / 2))
+        assert data["fid_auc"][name] == [chain["fid_auc"] for chain in runs] == pytest.approx(np.sum(fid[:, 1:] + fid[:, :-1], 1) / 2)
         readout = data["readouts"][name]
         blank, white = np.array(readout["blank_share"]), np.array(readout["white_share"])
-        assert blank.shape == white.shape == (K + 1,) and blank[0] == 0  # D0 has no blank image
+        assert blank.shape == white.shape == (len(runs), K + 1) and not blank[:, 0].any()  # D0 has no blank image
         # a saturated set: half its images blank or half its pixels white; at the cap: that, or FID within 2% of the cap
-        saturated = (blank[1:] >= 0.5) | (white[1:] >= 0.5)
+        saturated = (blank[:, 1:] >= 0.5) | (white[:, 1:] >= 0.5)
         assert np.array_equal(readout["saturated"], saturated)
         assert np.array_equal(readout["at_cap"], (fid >= 0.98 * cap) | saturated)
     below_cap = {name: not np.any(data["readouts"][name]["at_cap"]) for name in chains}
@@ -74,11 +78,12 @@ def test_rdf_4_5_second_style(smoke_build):
     assert all(met(c, "M0 bar") == m0_ok for c in claims.values())
     new_style = m0["vs_d0"]["fid"] >= 3 * floor
     report = data["report"]
-    rate = {n: r["collapse_rate"] for n, r in report.items()}
-    fid_K = {n: r["fid"][-1] for n, r in report.items()}
+    rate = {n: np.array([r["collapse_rate"] for r in runs]) for n, runs in report.items()}  # [S]
+    fid_K = {n: np.array([r["fid"][-1] for r in runs]) for n, runs in report.items()}  # [S]
+    fid_1 = {n: np.array([r["fid"][0] for r in runs]) for n, runs in report.items()}  # [S]
     # every collapse-rate claim needs FID_1 at the calibrated baseline CFG within 3 x the floor (rdf_4_6's precondition)
     fid1 = np.array(cal["iteration_1"]["fid"])
-    cal_fid = fid1[cal["grid"].index(baseline)] if baseline in cal["grid"] else report["baseline"]["fid"][0]
+    cal_fid = fid1[cal["grid"].index(baseline)] if baseline in cal["grid"] else fid_1["baseline"].mean()
     for cid in ("RDF-5.redifine-below-baseline-second-style", "RDF-5.each-half-weaker-second-style"):
         assert met(claims[cid], f"iteration-1 bar (baseline CFG {baseline:g} calibrated)") == (cal_fid <= 3 * floor)
 
@@ -93,19 +98,20 @@ def test_rdf_4_5_second_style(smoke_build):
     assert met(transfer, "two different CFGs") == (best != digits_best)
     assert best != digits_best or transfer["level"] == "not testable"  # never a setting compared with itself
     below = claims["RDF-5.redifine-below-baseline-second-style"]
-    assert met(below, "iteration-1 bar (baseline)") == (report["baseline"]["fid"][0] <= 3 * floor)
+    assert met(below, "iteration-1 bar (baseline)") == (fid_1["baseline"].mean() <= 3 * floor)  # the mean over seeds
     assert met(below, "below the blank cap (baseline)") == below_cap["baseline"]
-    assert met(below, "baseline collapses") == (rate["baseline"] > 0)
+    assert met(below, "baseline collapses") == bool((rate["baseline"] > 0).all())  # on every seed
     close = claims["RDF-5.redifine-close-to-best-second-style"]
     assert met(close, "below the blank cap (redifine)") == below_cap["redifine"]
     halves = claims["RDF-5.each-half-weaker-second-style"]
-    values = {transfer["id"]: fid_K["digits-best"] - fid_K["best"], below["id"]: rate["redifine"] / max(rate["baseline"], 1e-9),
-              close["id"]: fid_K["redifine"] / fid_K["best"], halves["id"]: min(rate["cond-drop only"], rate["schedule only"]) - rate["redifine"]}
+    # per-seed values, paired by seed
+    values = {transfer["id"]: fid_K["digits-best"] - fid_K["best"], below["id"]: rate["redifine"] / np.maximum(rate["baseline"], 1e-9),
+              close["id"]: fid_K["redifine"] / fid_K["best"], halves["id"]: np.minimum(rate["cond-drop only"], rate["schedule only"]) - rate["redifine"]}
     for claim in (transfer, below, close, halves):
         interval = claim["comparison"]["interval"]
-        assert interval["estimate"] == pytest.approx(values[claim["id"]]) and interval["n"] == 1
+        assert interval["estimate"] == pytest.approx(values[claim["id"]].mean()) and interval["n"] == len(seeds) == 1
         assert interval["low"] is None and interval["high"] is None  # one seed: an unbounded t interval
         failed = [p for p in claim["preconditions"] if not p["met"]]
         assert claim["level"] == ("not testable" if failed else "inconclusive"), claim["id"]
     archive = load_sample_archive(data["samples_archive"])
-    assert len(archive) == 1 + (len(grid) + len(data["report"])) * params["iterations"]
+    assert len(archive) == 1 + (len(grid) + len(data["report"]) * len(seeds)) * params["iterations"]
