@@ -64,7 +64,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from madlib._io import DamagedFileError, PlainDataError, StorageWarning, load_plain, save_plain
 
-__all__ = ["EXECUTORS", "OPTIONS", "SweepError", "SweepResult", "cell_key", "check_executor", "local_ray", "probe", "sweep"]
+__all__ = ["EXECUTORS", "OPTIONS", "SweepError", "SweepResult", "cell_key", "check_executor", "local_ray", "probe", "source_digest",
+           "sweep"]
 
 EXECUTORS = ("local", "submitit", "ray")
 
@@ -166,6 +167,16 @@ def cell_key(cell_fn: Callable, cell: Mapping[str, Any]) -> str:
     identity = {"function": _qualname(cell_fn), "arguments": _plain(dict(cell), "cell"), "madlib": __version__}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return f"{getattr(cell_fn, '__name__', 'cell')}-{digest[:20]}"
+
+
+def source_digest() -> str:
+    """A digest of madlib's own Python sources (16 hex digits). :func:`cell_key` sees madlib's version, not edits
+    within it: a cell whose stored result must not outlive a code change carries this digest among its arguments."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _device() -> dict:

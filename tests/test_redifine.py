@@ -137,8 +137,10 @@ def test_one_image_per_prompt_and_the_same_seed_gives_the_same_images(m0, d0, le
     np.testing.assert_allclose(chain.histogram.sum(1) * 8, 1.0)  # densities over 32 bins of width 8
 
 
-def test_chains_run_as_sweep_cells_in_two_lanes_give_this_processs_numbers(m0, d0, lenet):
+def test_chains_run_as_sweep_cells_in_two_lanes_give_this_processs_numbers_and_resume(m0, d0, lenet, tmp_path, monkeypatch):
     # issue 28, item 8: chain_cell rebuilds M_0 (cache), D_0 and the LeNet from plain arguments in a one-thread lane
+    import madlib.methods.redifine as redifine
+
     images, labels = d0
     spec = dict(device="cpu", lenet="tiny", m0=TINY | dict(cache_dir=str(m0.path.parent)),
                 d0=dict(dataset="digits", n=20, image_size=8, seed=3), chain=dict(iterations=2, epochs=1.0, batch_size=10, steps=4))
@@ -150,16 +152,26 @@ def test_chains_run_as_sweep_cells_in_two_lanes_give_this_processs_numbers(m0, d
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the lanes' thread count: the same reduction order
     try:
-        here = setting.run_all(runs, lanes=1)
+        here = {name: setting.run(**kw) for name, kw in runs.items()}  # this process, M_0 and D_0 as given
     finally:
         torch.set_num_threads(threads)
-    lanes = setting.run_all(runs, lanes=2)
+    lanes = setting.run_all(runs, lanes=2, result_dir=tmp_path)
     for name in runs:
         assert [torch.equal(a, b) for a, b in zip(here[name].sets, lanes[name].sets)] == [True] * 3
         np.testing.assert_array_equal(here[name].fid, lanes[name].fid)
-        assert here[name].start_digest == lanes[name].start_digest and here[name].seconds_total > 0
+        assert here[name].start_digest == lanes[name].start_digest and lanes[name].seconds_total > 0
     assert not torch.equal(here["cfg 1"].sets[1], here["cfg 3, drop"].sets[1])  # the runs' settings reached the cells
-    assert here["cfg 1 again"] is here["cfg 1"] and lanes["cfg 1 again"] is lanes["cfg 1"]  # equal runs ran once
+    assert lanes["cfg 1 again"] is lanes["cfg 1"]  # equal runs ran once
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    # an interrupted figure resumes: the stored chains are read back, none is run again
+    monkeypatch.setattr(redifine, "chain_of_diffusion", lambda *a, **k: pytest.fail("a stored chain ran again"))
+    again = setting.run_all(runs, result_dir=tmp_path)
+    for name in runs:
+        np.testing.assert_array_equal(again[name].fid, lanes[name].fid)
+        assert [torch.equal(a, b) for a, b in zip(again[name].sets, lanes[name].sets)] == [True] * 3
+    hand_made = ChainSetting(**fields | dict(m0=m0, d0=images, codes=labels, chain=setting.chain, spec={}))
+    with pytest.raises(ValueError, match="no spec"):
+        hand_made.run_all(runs, lanes=2)
 
 
 def test_m0_is_cached_by_its_settings(m0, tmp_path):

@@ -72,6 +72,23 @@ def test_key_names_function_arguments_and_version():
         cell_key(probe, {"x": object()})
 
 
+def test_source_digest_sees_an_edit_of_any_madlib_source(tmp_path, monkeypatch):
+    import madlib.sweep as sweep_module
+
+    package = tmp_path / "madlib"
+    (package / "sub").mkdir(parents=True)
+    (package / "sweep.py").write_text("x = 1\n")
+    (package / "sub" / "core.py").write_text("y = 2\n")
+    monkeypatch.setattr(sweep_module, "__file__", str(package / "sweep.py"))
+    before = sweep_module.source_digest()
+    assert before == sweep_module.source_digest() and len(before) == 16  # deterministic
+    (package / "sub" / "core.py").write_text("y = 3\n")
+    edited = sweep_module.source_digest()
+    (package / "sub" / "notes.txt").write_text("not code")
+    assert edited != before and sweep_module.source_digest() == edited  # .py sources only
+    assert cell_key(probe, {"index": 0, "code": before}) != cell_key(probe, {"index": 0, "code": edited})
+
+
 def test_a_partly_written_result_is_recomputed(tmp_path, in_process):
     first = sweep(fresh_limits, GRID[:2], result_dir=tmp_path, progress=False)
     path = tmp_path / f"{first.keys[1]}.npz"

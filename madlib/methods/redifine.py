@@ -1087,6 +1087,7 @@ class ChainSetting:
     finetune: dict  # :func:`finetune_from_m0` keyword arguments
     chain: dict  # :func:`chain_of_diffusion` keyword arguments (``finetune`` included)
     spec: dict = field(default_factory=dict)  # the plain arguments :func:`chain_cell` rebuilds M_0, D_0 and the LeNet from
+    chain_cache: Path | None = None  # where finished chains are kept (:meth:`run_all`'s result_dir): beside M_0's cache
 
     @property
     def high_cfg(self) -> float:
@@ -1102,25 +1103,30 @@ class ChainSetting:
         """One :func:`chain_of_diffusion` of M_0 on D_0 with this setting, ``settings`` overriding its keywords."""
         return chain_of_diffusion(self.m0.net, self.d0, self.codes, seed=seed, desc=desc, **(self.chain | settings))
 
-    def run_all(self, runs: dict, *, lanes: int = 1, progress: bool = False) -> dict:
+    def run_all(self, runs: dict, *, lanes: int = 1, result_dir=None, progress: bool = False) -> dict:
         """The chains ``runs`` = {name: {"seed": s, **settings}} of this setting, as {name: :class:`ChainResult`}.
-        ``lanes`` > 1 runs them as :func:`madlib.sweep.sweep` cells (:func:`chain_cell`) in that many one-thread
-        processes; a chain's numbers do not depend on its lane (issue 28, item 8). Runs with equal settings and seed
-        run once and share one :class:`ChainResult`."""
+
+        Each chain is a :func:`madlib.sweep.sweep` cell (:func:`chain_cell`, from :attr:`spec`): ``lanes`` > 1 runs
+        them in that many one-thread processes, and a chain's numbers do not depend on its lane (issue 28, item 8).
+        With ``result_dir`` every finished chain is stored there under a key of its arguments, so an interrupted
+        figure resumes and figures that run the same chain (same M_0, D_0, settings and seed) share it. Runs with
+        equal settings and seed run once and share one :class:`ChainResult`. A setting without a ``spec`` (built by
+        hand) runs its chains in this process, one after another."""
         lanes = check_int("lanes", lanes, minimum=1)
         first = {}  # runs with the same seed and settings (e.g. two variants at one CFG) run once and share the chain
         for name, kw in runs.items():
             first.setdefault(json.dumps(kw, sort_keys=True, default=float), name)
         unique = {name: runs[name] for name in first.values()}
-        if lanes == 1 or len(unique) < 2:
-            done = {name: self.run(desc=str(name), **kw) for name, kw in unique.items()}
-        elif not self.spec:
-            raise ValueError("this ChainSetting has no spec (chain_setting builds one); run it with lanes = 1")
-        else:
+        if self.spec:
             from madlib.sweep import sweep
 
             cells = [dict(spec=self.spec, run=dict(kw)) for kw in unique.values()]
-            done = dict(zip(unique, sweep(chain_cell, cells, options={"lanes": lanes}, progress=progress, desc="chains").values))
+            done = dict(zip(unique, sweep(chain_cell, cells, options={"lanes": lanes}, result_dir=result_dir,
+                                          progress=progress, desc="chains").values))
+        elif lanes > 1 or result_dir is not None:
+            raise ValueError("this ChainSetting has no spec (chain_setting builds one): run it with lanes = 1 and no result_dir")
+        else:
+            done = {name: self.run(desc=str(name), **kw) for name, kw in unique.items()}
         return {name: done[first[json.dumps(kw, sort_keys=True, default=float)]] for name, kw in runs.items()}
 
 
@@ -1129,7 +1135,8 @@ def chain_cell(*, spec: dict, run: dict) -> "ChainResult":
     """:func:`chain_of_diffusion` from plain arguments: M_0 read from its cache (``spec["m0"]``, :func:`pretrain_m0`'s
     keywords; the process that built the setting trained it), D_0 drawn again (``spec["d0"]``, :func:`balanced_subset`'s),
     the LeNet ``spec["lenet"]`` on ``spec["device"]``, and the chain's keywords ``spec["chain"] | run`` (``run`` holds
-    its ``seed``). The same numbers as :meth:`ChainSetting.run` at the same thread count."""
+    its ``seed``); ``spec["code"]`` (:func:`madlib.sweep.source_digest`) only keys a stored result. The same numbers
+    as :meth:`ChainSetting.run` at the same thread count."""
     from madlib.metrics import load_lenet
 
     device = spec["device"]
@@ -1170,7 +1177,9 @@ def chain_setting(*, seed: int, device: str, m0_dataset: str, m0_images_seen: in
                                      baseline=baseline, baseline_cfg=baseline_cfg, m0_dataset=m0_dataset, steps=steps,
                                      sigma_max=sigma_max, seed=seed, guidance_images=guidance_images, **finetune)
     chain = dict(sigma_max=sigma_max, iterations=iterations, steps=steps, **finetune)
-    spec = dict(device=str(device), lenet="default",
+    from madlib.sweep import source_digest
+
+    spec = dict(device=str(device), lenet="default", code=source_digest(),  # stored chains never outlive a code change
                 m0=dict(dataset=m0_dataset, image_size=image_size, base_channels=base_channels, images_seen=m0_images_seen,
                         prompts=prompt_kind, seed=seed, cache_dir=None if m0_cache_dir is None else str(m0_cache_dir)),
                 d0=dict(dataset=d0_dataset, n=n_d0, split=d0_split, image_size=image_size, seed=seed, style=d0_style),
@@ -1179,7 +1188,8 @@ def chain_setting(*, seed: int, device: str, m0_dataset: str, m0_images_seen: in
                         other_prompts=other_prompts, floors=real_floors(d0, prompts, other, other_prompts, lenet, seed=seed),
                         cap=blank_cap(d0, prompts, lenet), m0_samples=m0_samples, m0_metrics=m0_metrics, m0_floor=m0_floor,
                         m0_vs_d0=image_metrics(m0_samples, prompts, d0, prompts, lenet), calibration=calibration,
-                        finetune=finetune, chain=chain | dict(lenet=lenet, progress=progress), spec=spec)
+                        finetune=finetune, chain=chain | dict(lenet=lenet, progress=progress), spec=spec,
+                        chain_cache=_m0_cache_dir(m0_cache_dir) / "redifine-chains")
 
 
 # ----------------------------------------------------------------------------------------------- D_0 styles
