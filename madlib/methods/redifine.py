@@ -102,6 +102,7 @@ from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
 from madlib.figures.verdicts import Precondition
+from madlib.sweep import source_digest, sweep
 
 __all__ = ["PIXEL_RANGE", "SCHEDULES", "METHODS", "UNTRAINED_UNCOND", "PAPER_SIGMA_RATIO", "PretrainedM0",
            "FinetunedModel", "BranchedDenoiser", "ChainResult", "TraitFit", "pretrain_m0", "m0_cache_path",
@@ -1087,12 +1088,17 @@ class ChainSetting:
     finetune: dict  # :func:`finetune_from_m0` keyword arguments
     chain: dict  # :func:`chain_of_diffusion` keyword arguments (``finetune`` included)
     spec: dict = field(default_factory=dict)  # the plain arguments :func:`chain_cell` rebuilds M_0, D_0 and the LeNet from
-    chain_cache: Path | None = None  # where finished chains are kept (:meth:`run_all`'s result_dir): beside M_0's cache
 
     @property
     def high_cfg(self) -> float:
         """The baseline's CFG scale (calibrated, or as given)."""
         return float(self.calibration["baseline_cfg"])
+
+    @property
+    def chain_cache(self) -> Path | None:
+        """Where finished chains are kept (:meth:`run_all`'s ``result_dir``): ``redifine-chains/`` beside M_0's cache;
+        None for a setting without a ``spec``."""
+        return _m0_cache_dir(self.spec["m0"]["cache_dir"]) / "redifine-chains" if self.spec else None
 
     @property
     def floor(self) -> float:
@@ -1113,13 +1119,13 @@ class ChainSetting:
         equal settings and seed run once and share one :class:`ChainResult`. A setting without a ``spec`` (built by
         hand) runs its chains in this process, one after another."""
         lanes = check_int("lanes", lanes, minimum=1)
-        first = {}  # runs with the same seed and settings (e.g. two variants at one CFG) run once and share the chain
-        for name, kw in runs.items():
-            first.setdefault(json.dumps(kw, sort_keys=True, default=float), name)
+        # runs with the same seed and settings (e.g. two variants at one CFG) run once and share the chain
+        same = {name: json.dumps(kw, sort_keys=True, default=float) for name, kw in runs.items()}
+        first = {}
+        for name, key in same.items():
+            first.setdefault(key, name)
         unique = {name: runs[name] for name in first.values()}
         if self.spec:
-            from madlib.sweep import sweep
-
             cells = [dict(spec=self.spec, run=dict(kw)) for kw in unique.values()]
             done = dict(zip(unique, sweep(chain_cell, cells, options={"lanes": lanes}, result_dir=result_dir,
                                           progress=progress, desc="chains").values))
@@ -1127,7 +1133,7 @@ class ChainSetting:
             raise ValueError("this ChainSetting has no spec (chain_setting builds one): run it with lanes = 1 and no result_dir")
         else:
             done = {name: self.run(desc=str(name), **kw) for name, kw in unique.items()}
-        return {name: done[first[json.dumps(kw, sort_keys=True, default=float)]] for name, kw in runs.items()}
+        return {name: done[first[key]] for name, key in same.items()}
 
 
 def chain_cell(*, spec: dict, run: dict) -> "ChainResult":
@@ -1177,8 +1183,6 @@ def chain_setting(*, seed: int, device: str, m0_dataset: str, m0_images_seen: in
                                      baseline=baseline, baseline_cfg=baseline_cfg, m0_dataset=m0_dataset, steps=steps,
                                      sigma_max=sigma_max, seed=seed, guidance_images=guidance_images, **finetune)
     chain = dict(sigma_max=sigma_max, iterations=iterations, steps=steps, **finetune)
-    from madlib.sweep import source_digest
-
     spec = dict(device=str(device), lenet="default", code=source_digest(),  # stored chains never outlive a code change
                 m0=dict(dataset=m0_dataset, image_size=image_size, base_channels=base_channels, images_seen=m0_images_seen,
                         prompts=prompt_kind, seed=seed, cache_dir=None if m0_cache_dir is None else str(m0_cache_dir)),
@@ -1188,8 +1192,7 @@ def chain_setting(*, seed: int, device: str, m0_dataset: str, m0_images_seen: in
                         other_prompts=other_prompts, floors=real_floors(d0, prompts, other, other_prompts, lenet, seed=seed),
                         cap=blank_cap(d0, prompts, lenet), m0_samples=m0_samples, m0_metrics=m0_metrics, m0_floor=m0_floor,
                         m0_vs_d0=image_metrics(m0_samples, prompts, d0, prompts, lenet), calibration=calibration,
-                        finetune=finetune, chain=chain | dict(lenet=lenet, progress=progress), spec=spec,
-                        chain_cache=_m0_cache_dir(m0_cache_dir) / "redifine-chains")
+                        finetune=finetune, chain=chain | dict(lenet=lenet, progress=progress), spec=spec)
 
 
 # ----------------------------------------------------------------------------------------------- D_0 styles
