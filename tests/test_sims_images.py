@@ -278,3 +278,48 @@ def test_lr_decay_reaches_the_trainer_and_keeps_old_cache_keys(monkeypatch):
         core.train(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), SIMSConfig(image_size=8, base_channels=8, lr_decay="cosine"),
                    images_seen=8, seed=0)
     assert seen["lr_decay"] == "cosine"
+
+
+def test_the_plateau_control_fine_tunes_on_the_real_set_with_its_labels(tmp_path, monkeypatch):
+    config = SIMSConfig(**{**TINY.settings(), "num_classes": 10})
+    spec = {**_spec(0, tmp_path), "settings": config.settings(), "budgets": [64]}
+    seen = {}
+    real_fit = sims.train_auxiliary
+
+    def spy(base, data, config, **kw):
+        seen["data"], seen["labels"] = data.clone(), kw.get("labels")
+        return real_fit(base, data, config, **kw)
+
+    monkeypatch.setattr(sims, "train_auxiliary", spy)
+    real, labels = sims._protocol(sims.check_spec(spec))[0].first(100)
+    read = sims.run_plateau(spec=spec, images=64, n=30, latent_seed=3)
+    assert torch.equal(seen["data"], real) and torch.equal(seen["labels"], labels)  # D itself, each image with its class
+    _, synthetic, _ = sims.chain(spec)
+    assert torch.equal(seen["data"], synthetic) and not torch.equal(synthetic, real)  # S, not D, for SIMS
+    assert seen["labels"] is None  # S takes balanced_labels inside train_auxiliary
+    cells = sims.run_cells(spec=spec, cells=[], n=30, latent_seed=3)
+    assert read["base"] == cells["base"]  # the same base on the same latents: a paired control
+    assert read["continued"] != read["base"]
+    with pytest.raises(ValueError, match="auxiliary_data must be one of"):
+        sims.check_spec({**spec, "auxiliary_data": "noise"})
+    with pytest.raises(ValueError, match="takes no shift"):
+        sims.check_spec({**spec, "auxiliary_data": "real", "shift": {"group": [0], "share": 0.5, "n_pool": 100}})
+
+
+def test_the_base_bar_passes_near_the_floor_or_at_the_plateau_only():
+    floor = 2.0
+    near = sims.base_bar([2.8, 3.0, 3.1], floor)  # mean 2.97 <= 3.0
+    assert near["met"] and near["measured"]["near_floor"]
+    far = sims.base_bar([3.5, 4.0, 4.5], floor)  # 2x the floor, no control
+    assert not far["met"]
+    # the same base, once at its plateau (more real training removes 5% of the excess), once still improving (50%)
+    plateau = sims.base_bar([3.5, 4.0, 4.5], floor, continued_fid=[3.4, 3.9, 4.4])
+    assert plateau["met"] and plateau["measured"]["at_plateau"]
+    np.testing.assert_allclose(plateau["measured"]["excess_removed_by_more_training"], [0.1 / 1.5, 0.1 / 2.0, 0.1 / 2.5])
+    improving = sims.base_bar([3.5, 4.0, 4.5], floor, continued_fid=[2.75, 3.0, 3.25])
+    assert not improving["met"] and not improving["measured"]["at_plateau"]
+    from madlib.figures import Precondition
+
+    assert Precondition(**improving).met is False
+    with pytest.raises(ValueError, match="continued_fid must hold one FID per seed"):
+        sims.base_bar([3.5, 4.0], floor, continued_fid=[3.4])

@@ -362,7 +362,8 @@ def group_shifted_subset(images: torch.Tensor, in_group: torch.Tensor, share: fl
 
 TRAINABLE = {"all": None, "decoder": freeze_encoder}
 SPEC_DEFAULTS = {"pollution": 0.0, "n_synthetic": None, "synthetic_pool": None, "budgets": (), "shift": None,
-                 "trainable": "all", "device": "cpu", "k": 5, "cache_dir": None}
+                 "trainable": "all", "auxiliary_data": "synthetic", "device": "cpu", "k": 5, "cache_dir": None}
+AUXILIARY_DATA = ("synthetic", "real")  # what the fine-tune of step 3 trains on: S (SIMS), or D itself (the plateau control)
 SPEC_REQUIRED = ("settings", "dataset", "n_real", "base_images", "seed")
 
 
@@ -378,6 +379,10 @@ def check_spec(spec: dict) -> dict:
     out["synthetic_pool"] = check_int("synthetic_pool", out["synthetic_pool"] or out["n_synthetic"], minimum=out["n_synthetic"])
     if out["trainable"] not in TRAINABLE:
         raise ValueError(f"trainable must be one of {sorted(TRAINABLE)}; got {out['trainable']!r}")
+    if out["auxiliary_data"] not in AUXILIARY_DATA:
+        raise ValueError(f"auxiliary_data must be one of {list(AUXILIARY_DATA)}; got {out['auxiliary_data']!r}")
+    if out["auxiliary_data"] == "real" and out["shift"] is not None:
+        raise ValueError("auxiliary_data 'real' fine-tunes on D itself and takes no shift; got a shift")
     out["pollution"] = float(out["pollution"])
     if not out["pollution"] >= 0:
         raise ValueError(f"pollution must be a share >= 0 of n_real; got {out['pollution']}")
@@ -444,16 +449,22 @@ def auxiliary_set(spec: dict, base: SIMSModel) -> torch.Tensor:
 
 def chain(spec: dict, *, progress: bool = False) -> tuple[SIMSModel, torch.Tensor, dict[int, SIMSModel]]:
     """(base, the auxiliary model's training set, {B: auxiliary model}) of ``spec``: Algorithm 1, steps 1-3, each
-    step cached."""
+    step cached. With ``spec["auxiliary_data"] = "real"`` step 3 fine-tunes on D (with its labels) instead of S:
+    the base trained further on real data with the auxiliary model's recipe (:func:`run_plateau`)."""
     spec = check_spec(spec)
     if not spec["budgets"]:
         raise ValueError("spec['budgets'] must name at least one budget B (images seen)")
+    config = SIMSConfig(**spec["settings"])
     base = base_model(spec, progress=progress)
-    synthetic = auxiliary_set(spec, base)
-    auxes = train_auxiliary(base, synthetic, SIMSConfig(**spec["settings"]), budgets=spec["budgets"],
-                            seed=spec["seed"] + 2, device=spec["device"], trainable=TRAINABLE[spec["trainable"]],
-                            cache_dir=spec["cache_dir"], progress=progress)
-    return base, synthetic, auxes
+    if spec["auxiliary_data"] == "real":  # project control (issue 26): the same fine-tune on D, to see the base's plateau
+        data, labels = _protocol(spec)[0].first(spec["n_real"])
+        labels = labels if config.num_classes else None
+    else:
+        data, labels = auxiliary_set(spec, base), None
+    auxes = train_auxiliary(base, data, config, budgets=spec["budgets"], seed=spec["seed"] + 2, device=spec["device"],
+                            trainable=TRAINABLE[spec["trainable"]], labels=labels, cache_dir=spec["cache_dir"],
+                            progress=progress)
+    return base, data, auxes
 
 
 def models(spec: dict, *, progress: bool = False) -> tuple[SIMSModel, dict[int, SIMSModel]]:
@@ -529,6 +540,45 @@ def run_cells(*, spec: dict, cells: Sequence[dict], n: int, latent_seed: int, ke
     read = {name: protocol_metrics(held, x) for name, x in images.items()}
     return {"base": read["base"], "cells": [read[f"cell{i}"] for i in range(len(cells))],
             "images": {name: x[:keep] for name, x in images.items()}, "seconds": time.perf_counter() - clock}
+
+
+def run_plateau(*, spec: dict, images: int, n: int, latent_seed: int) -> dict:
+    # project control (issue 26): does the base still improve with more real training?
+    """A :func:`madlib.sweep.sweep` cell: the protocol's metrics of n samples of ``spec``'s base model and of the
+    base fine-tuned on D itself for ``images`` more images seen (the auxiliary model's recipe, ``auxiliary_data``
+    "real"), both from the latents of ``latent_seed`` (paired). Returns {"base": metrics, "continued": metrics}."""
+    images = check_int("images", images, minimum=1)
+    read = run_cells(spec={**check_spec(spec), "budgets": [images], "auxiliary_data": "real"},
+                     cells=[{"B": images, "w": -1.0}], n=n, latent_seed=latent_seed)
+    return {"base": read["base"], "continued": read["cells"][0], "seconds": read["seconds"]}
+
+
+BAR_RATIO = 1.5  # issue 26: a base within 1.5x the real-vs-real floor is near it
+PLATEAU_SHARE = 0.142  # half the smallest relative gain SIMS reports (28.4%, CIFAR-10): more training must not reach it
+
+
+def base_bar(base_fid, floor_fid: float, continued_fid=None) -> dict:
+    # project choice (issue 26): near the floor, or at the plateau that further real training cannot lift
+    """The keywords of the base-model bar's :class:`madlib.figures.Precondition` from per-seed FIDs on the report
+    latents: met when the mean base FID is at most :data:`BAR_RATIO` x the real-vs-real floor, or (``continued_fid``
+    from :func:`run_plateau` on the same latents) when training the base further on D removes on average less than
+    :data:`PLATEAU_SHARE` of its excess FID over the floor: a base short of the floor but at its plateau cannot hand
+    SIMS a gain that more training alone would give."""
+    base = np.asarray(base_fid, float)
+    near = bool(base.mean() <= BAR_RATIO * floor_fid)
+    measured = {"base_fid": base, "floor": floor_fid, "fid_max": BAR_RATIO * floor_fid, "near_floor": near}
+    requirement = (f"mean base FID over seeds (report latents) <= {BAR_RATIO} x the real-vs-real floor at the same sample size, "
+                   f"or the base at its plateau: the same fine-tune on D removes on average < {PLATEAU_SHARE} of its excess "
+                   "FID over the floor (issue 26; project choice)")
+    plateau = False
+    if continued_fid is not None:
+        continued = np.asarray(continued_fid, float)
+        if continued.shape != base.shape:
+            raise ValueError(f"continued_fid must hold one FID per seed like base_fid {base.shape}; got {continued.shape}")
+        share = (base - continued) / np.maximum(base - floor_fid, 1e-12)
+        plateau = bool(share.mean() < PLATEAU_SHARE)
+        measured.update(continued_fid=continued, excess_removed_by_more_training=share, at_plateau=plateau)
+    return {"name": "base-model bar", "requirement": requirement, "met": near or plateau, "measured": measured}
 
 
 def run_groups(*, spec: dict, ws: Sequence[float], n: int, latent_seed: int, group: Sequence[int], per_group: int,

@@ -51,3 +51,11 @@ def run_claims_cell(notebook, cell_id: str, namespace: dict, experiments=("MAD-1
     record = FigureRecord(name="constructed", experiments=list(experiments), profile="custom", params={}, seed=0, scale={})
     exec(source, {"np": np, **{k: getattr(figures, k) for k in figures.__all__}, "record": record, **namespace})
     return {c.id: c for c in record.claims}
+
+
+def sims_base_bar(base, floor: float, continued) -> bool:
+    """SIMS's base bar recomputed from a JSON's numbers: the mean base FID within 1.5x the floor, or the base at its
+    plateau (the same fine-tune on D removes on average less than 0.142 of its excess FID over the floor)."""
+    base, continued = np.asarray(base, float), np.asarray(continued, float)
+    removed = (base - continued) / np.maximum(base - floor, 1e-12)
+    return bool(base.mean() <= 1.5 * floor or removed.mean() < 0.142)
