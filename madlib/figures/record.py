@@ -116,6 +116,9 @@ class FigureRecord:
     claims: list[Claim] = field(default_factory=list)
     data: dict = field(default_factory=dict)
     _start: float = field(default_factory=time.perf_counter, repr=False)
+    # the claims catalogue's entries for this figure and the namespace its text slots are filled from (from_notebook)
+    _catalogue: dict = field(default_factory=dict, repr=False)
+    _namespace: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -123,7 +126,7 @@ class FigureRecord:
 
     @classmethod
     def from_notebook(cls, name: str, namespace: dict, *, ours: str, resolved: dict | None = None,
-                      manifest=None) -> "FigureRecord":
+                      manifest=None, catalogue=None) -> "FigureRecord":
         """The record of figure ``name`` of the manifest, made in its notebook as
         ``FigureRecord.from_notebook("mad_1_gaussian_collapse", globals(), ours=...)``: the experiments and the
         static scale text (``paper``, ``differences``) come from the manifest, the parameters are the values the
@@ -131,7 +134,12 @@ class FigureRecord:
         ``device="auto"`` -> ``"cpu"``), so nothing is retyped; ``ours`` is this run's scale in words.
 
         Folders (``*_dir`` parameters) are left out: they say where, not what, and differ between machines.
-        ``resolved`` adds settings derived from the parameters (a settings object's fields, the seed lists)."""
+        ``resolved`` adds settings derived from the parameters (a settings object's fields, the seed lists).
+
+        The claims' static parts (statement, source, quantity, direction, margin, paper value) come from the claims
+        catalogue (``catalogue``: its path, default ``notebooks/claims.yaml``; :mod:`madlib.figures.catalogue`),
+        their text slots filled from ``namespace`` when each claim is recorded."""
+        from madlib.figures.catalogue import load_catalogue
         from madlib.figures.manifest import RUNNER_OWNED, load_manifest
         from madlib.figures.params import notebook_parameters
 
@@ -146,11 +154,31 @@ class FigureRecord:
         params = {k: namespace[k] for k in declared if k not in RUNNER_OWNED and not k.endswith("_dir")}
         params |= resolved or {}
         return cls(name=name, experiments=list(entry.experiments), profile=namespace["profile"], params=params,
-                   seed=namespace["seed"], scale={"ours": ours, **entry.scale})
+                   seed=namespace["seed"], scale={"ours": ours, **entry.scale},
+                   _catalogue=load_catalogue(catalogue).get(name, {}), _namespace=namespace)
 
-    def claim(self, id: str, text: str, *, source: str, condition: str, measured: dict, held=None,
-              paper_value=None, preconditions=(), comparison: Comparison | None = None) -> Claim:
-        """Record a claim and its level (:func:`madlib.figures.verdicts.decide`).
+    def _stated(self, id: str, given: dict) -> dict:
+        """``given`` (the notebook's keywords, None where it left one out) completed from the catalogue's entry for
+        claim ``id``; a field stated in both places is an error (one source for every statement)."""
+        from madlib.figures.catalogue import TEXT_FIELDS, CatalogueError, catalogue_entry, fill
+
+        entry = catalogue_entry({self.name: self._catalogue}, self.name, id)
+        twice = sorted(k for k, v in given.items() if v is not None and k in entry)
+        if twice:
+            raise CatalogueError(f"claim {id!r}: {twice} stated both in the notebook and in the claims catalogue")
+        out = dict(given)
+        for k, v in entry.items():
+            out[k] = fill(v, self._namespace, where=f"claim {id!r}, {k}") if k in TEXT_FIELDS else v
+        missing = [k for k, v in out.items() if v is None and k != "paper_value"]
+        if missing:
+            raise CatalogueError(f"claim {id!r}: {missing} stated neither in the notebook nor in the claims catalogue")
+        return out
+
+    def claim(self, id: str, text: str | None = None, *, source: str | None = None, condition: str | None = None,
+              measured: dict, held=None, paper_value=None, preconditions=(), comparison: Comparison | None = None) -> Claim:
+        """Record a claim and its level (:func:`madlib.figures.verdicts.decide`). ``text``, ``source``,
+        ``condition`` and ``paper_value`` come from the claims catalogue where it states them (and must then be
+        left out here).
 
         held: the verdict of ``condition`` when the claim has no interval (reduced to a plain bool).
         preconditions: :class:`Precondition` s stated with the claim; one not met makes it ``not testable``.
@@ -159,6 +187,12 @@ class FigureRecord:
         """
         if comparison is not None and held is not None:
             raise ValueError(f"claim {id!r}: give held or comparison, not both (the comparison decides)")
+        stated = self._stated(id, {"text": text, "source": source, "condition": condition, "paper_value": paper_value})
+        return self._add(id, stated["text"], source=stated["source"], condition=stated["condition"], measured=measured,
+                         held=held, paper_value=stated["paper_value"], preconditions=preconditions, comparison=comparison)
+
+    def _add(self, id: str, text: str, *, source: str, condition: str, measured: dict, held=None, paper_value=None,
+             preconditions=(), comparison: Comparison | None = None) -> Claim:
         preconditions = list(preconditions)
         if not all(isinstance(p, Precondition) for p in preconditions):
             raise TypeError(f"claim {id!r}: preconditions must be Precondition objects; got {preconditions!r}")
@@ -170,15 +204,20 @@ class FigureRecord:
         self.claims.append(claim)
         return claim
 
-    def compare(self, id: str, text: str, *, source: str, quantity: str, values, direction: str, margin: float,
-                measured: dict | None = None, paper_value=None, preconditions=(), confidence: float = 0.95) -> Claim:
+    def compare(self, id: str, text: str | None = None, *, source: str | None = None, quantity: str | None = None,
+                values, direction: str | None = None, margin: float | None = None, measured: dict | None = None,
+                paper_value=None, preconditions=(), confidence: float = 0.95) -> Claim:
         """A comparison claim: ``quantity`` (per-seed values, or an :class:`Interval` from e.g. a paired bootstrap)
         is claimed ``greater`` or ``less`` than ``margin``; the interval decides the level. The condition text is
-        written from these, so it is stated the same way for every claim."""
+        written from these, so it is stated the same way for every claim. What the claims catalogue states
+        (statement, source, quantity, direction, margin, paper value) is left out here."""
+        stated = self._stated(id, {"text": text, "source": source, "quantity": quantity, "direction": direction,
+                                   "margin": margin, "paper_value": paper_value})
         interval = values if isinstance(values, Interval) else seed_interval(values, confidence=confidence)
-        comparison = Comparison(quantity, direction, float(margin), interval)
-        return self.claim(id, text, source=source, condition=comparison.statement, measured=measured or {},
-                          paper_value=paper_value, preconditions=preconditions, comparison=comparison)
+        comparison = Comparison(stated["quantity"], stated["direction"], float(stated["margin"]), interval)
+        return self._add(id, stated["text"], source=stated["source"], condition=comparison.statement,
+                         measured=measured or {}, paper_value=stated["paper_value"], preconditions=preconditions,
+                         comparison=comparison)
 
     def to_dict(self) -> dict:
         return to_jsonable({
