@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from madlib._io import atomic_path
+from madlib.figures.catalogue import TEXT_FIELDS, CatalogueError, catalogue_entry, fill, load_catalogue
 from madlib.figures.paths import default_out_dir, repo_root
 from madlib.figures.formatting import claim_lines, explanation
 from madlib.figures.verdicts import LEVELS, Comparison, Precondition, decide, level_of
@@ -139,7 +140,6 @@ class FigureRecord:
         The claims' static parts (statement, source, quantity, direction, margin, paper value) come from the claims
         catalogue (``catalogue``: its path, default ``notebooks/claims.yaml``; :mod:`madlib.figures.catalogue`),
         their text slots filled from ``namespace`` when each claim is recorded."""
-        from madlib.figures.catalogue import load_catalogue
         from madlib.figures.manifest import RUNNER_OWNED, load_manifest
         from madlib.figures.params import notebook_parameters
 
@@ -160,8 +160,6 @@ class FigureRecord:
     def _stated(self, id: str, given: dict) -> dict:
         """``given`` (the notebook's keywords, None where it left one out) completed from the catalogue's entry for
         claim ``id``; a field stated in both places is an error (one source for every statement)."""
-        from madlib.figures.catalogue import TEXT_FIELDS, CatalogueError, catalogue_entry, fill
-
         entry = catalogue_entry({self.name: self._catalogue}, self.name, id)
         twice = sorted(k for k, v in given.items() if v is not None and k in entry)
         if twice:
