@@ -86,6 +86,7 @@ def _missing_slot(tmp_path):
     ("{text: t, colour: red}", "unknown fields"),
     ("{text: 'x {a + 1}'}", "nothing is evaluated"),
     ("{text: 'x {a!r}'}", "nothing is evaluated"),
+    ("{text: 'x {a.__class__}'}", "nothing is evaluated"),
 ])
 def test_a_malformed_catalogue_is_refused_before_any_claim(tmp_path, entry, match):
     with pytest.raises(CatalogueError, match=match):

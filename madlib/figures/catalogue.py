@@ -27,7 +27,7 @@ __all__ = ["CATALOGUE_FIELDS", "CatalogueError", "load_catalogue", "catalogue_en
 TEXT_FIELDS = ("text", "source", "quantity", "condition")
 CATALOGUE_FIELDS = (*TEXT_FIELDS, "direction", "margin", "paper_value")
 _SLOT = re.compile(r"\{[^{}]*\}")
-_FIELD_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*|\[\d+\])*$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z]\w*|\[\d+\])*$")  # no private or dunder attributes
 
 
 class CatalogueError(ValueError):
