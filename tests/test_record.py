@@ -65,3 +65,25 @@ def test_every_required_setting_argument_is_a_parameter_of_its_notebooks(setting
         declared = set(notebook_parameters(entries[figure].notebook))
         assert required <= declared, (figure, sorted(required - declared))
         assert name in entries[figure].notebook.read_text()
+
+
+def test_a_sample_archive_inside_the_repository_is_recorded_by_its_relative_path(tmp_path):
+    import shutil
+
+    import torch
+
+    from madlib.data import load_sample_archive
+    from madlib.figures import FigureRecord
+    from madlib.figures.paths import repo_root
+
+    record = FigureRecord(name="fig_x", experiments=["MAD-1"], profile="smoke", params={}, seed=0, scale={})
+    sets = {"a": (torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.arange(3))}
+    outside = record.save_samples(sets, tmp_path)
+    assert outside.is_absolute() and load_sample_archive(outside)["a"].images.shape == (3, 1, 8, 8)
+    inside_dir = repo_root() / "build" / "test_sample_archive"
+    try:
+        inside = record.save_samples(sets, inside_dir)
+        assert inside == inside_dir.relative_to(repo_root()) / "fig_x_samples.npz"  # the same in every checkout
+        assert (repo_root() / inside).exists()
+    finally:
+        shutil.rmtree(inside_dir, ignore_errors=True)

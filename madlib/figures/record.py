@@ -247,12 +247,16 @@ class FigureRecord:
     def save_samples(self, sets, out_dir: str | os.PathLike | None = None, *, per_set: int | None = 100) -> Path:
         """Write ``<name>_samples.npz`` beside the JSON: the evaluation samples behind the figure, ``sets`` mapping
         a key such as ``"lam=0.8/seed=1/gen=3"`` to (uint8 images, labels), ``per_set`` images each, evenly
-        spaced (:func:`madlib.data.save_sample_archive`; read back with :func:`madlib.data.load_sample_archive`)."""
+        spaced (:func:`madlib.data.save_sample_archive`; read back with :func:`madlib.data.load_sample_archive`).
+        The path returned is relative to the repository when the archive lies inside it (``figures/...``, the same
+        on every machine and checkout), absolute otherwise."""
         from madlib.data.store import save_sample_archive
 
         out = Path(out_dir) if out_dir is not None else default_out_dir()
-        return save_sample_archive(out / f"{self.name}_samples.npz", sets,
+        path = save_sample_archive(out / f"{self.name}_samples.npz", sets,
                                    {"figure": self.name, "profile": self.profile}, per_set=per_set)
+        root = repo_root().resolve()
+        return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
 
     def summary(self) -> str:
         lines = [f"{self.name} [{self.profile}]: {level_counts(asdict(c) for c in self.claims)}"]
