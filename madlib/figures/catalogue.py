@@ -22,7 +22,7 @@ import yaml
 
 from madlib.figures.paths import repo_root
 
-__all__ = ["CATALOGUE_FIELDS", "CatalogueError", "load_catalogue", "catalogue_entry", "fill"]
+__all__ = ["CATALOGUE_FIELDS", "TEXT_FIELDS", "CatalogueError", "load_catalogue", "catalogue_entry", "fill"]
 
 TEXT_FIELDS = ("text", "source", "quantity", "condition")
 CATALOGUE_FIELDS = (*TEXT_FIELDS, "direction", "margin", "paper_value")

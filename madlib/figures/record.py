@@ -255,8 +255,8 @@ class FigureRecord:
         out = Path(out_dir) if out_dir is not None else default_out_dir()
         path = save_sample_archive(out / f"{self.name}_samples.npz", sets,
                                    {"figure": self.name, "profile": self.profile}, per_set=per_set)
-        root = repo_root().resolve()
-        return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+        root, where = repo_root().resolve(), path.resolve()
+        return where.relative_to(root) if where.is_relative_to(root) else path
 
     def summary(self) -> str:
         lines = [f"{self.name} [{self.profile}]: {level_counts(asdict(c) for c in self.claims)}"]
