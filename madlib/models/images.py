@@ -76,7 +76,7 @@ from madlib.diffusion.schedules import cosine_schedule, edm_sigma_steps
 from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
 
-__all__ = ["ImageSet", "ImageModel", "ImageDiffusionFamily", "balanced_labels", "PIXEL_RANGE", "OBJECTIVES"]
+__all__ = ["ImageSet", "ImageModel", "ImageDiffusionFamily", "balanced_labels", "run_seed_loops", "PIXEL_RANGE", "OBJECTIVES"]
 
 PIXEL_RANGE = core.PIXEL_RANGE  # the networks see images mapped linearly from 0..255 onto [-1, 1]
 # objective -> the samplers it can drive: MAD's DDPM with its ancestral sampler; EDM (Table 1) with Heun or
@@ -380,3 +380,41 @@ class ImageDiffusionFamily:
         metrics = self.measure(images, labels)
         keys = ("fid", "precision", "recall", "accuracy", "mean_intensity", "real_accuracy", "real_mean_intensity")
         return {key: np.array([metrics[key]]) for key in keys} | {"train_loss": np.array(model.stats.final_loss)}
+
+
+def run_seed_loops(*, dataset: str, seed: int, loops: list[dict], family: dict, store_dir: str,
+                   checkpoint_prefix: str | None = None, progress: bool = False) -> dict:
+    """Every loop of one seed, in order, sharing one generation-1 fit: a :func:`madlib.sweep.sweep` cell.
+
+    MAD-9..12 run one such cell per seed, one per lane; a loop's numbers do not depend on the lane or on the
+    order of the seeds (each loop draws from its own ``seed``).
+
+    Args:
+        dataset: the real images (:data:`madlib.data.images.DATASETS`).
+        seed: the seed of every loop of the cell.
+        loops: one dict per loop: ``label``, ``store`` (its subfolder of ``store_dir``) and the
+            :class:`madlib.loops.LoopSpec` fields (``kind``, ``generations``, ``n_synth``, ``lam``, ``n_ini``, ...).
+        family: the :class:`ImageDiffusionFamily` keywords shared by the loops (plain values).
+        store_dir: folder of the loops' stored image sets (the caller reads them back with ``load_stored``).
+        checkpoint_prefix: path prefix of per-loop checkpoints (``<prefix>_<store>.npz``), or None.
+
+    Returns:
+        ``{label: {"records": {name: [G, 1] array}, "seconds": wall seconds}}``.
+    """
+    import time
+
+    from madlib.loops import LoopSpec, run_loop
+
+    fit_cache: dict = {}  # the loops of one seed train the same generation 1 on the same D_r: fit it once
+    out = {}
+    for loop in loops:
+        loop = dict(loop)
+        label, sub = loop.pop("label"), loop.pop("store")
+        spec = LoopSpec(**loop)
+        fam = ImageDiffusionFamily(dataset, lam=spec.lam, store_dir=Path(store_dir) / sub / f"seed_{seed}", fit_cache=fit_cache,
+                                   **family)
+        ckpt = None if checkpoint_prefix is None else f"{checkpoint_prefix}_{sub}_seed{seed}.npz"
+        clock = time.perf_counter()
+        run = run_loop(fam, spec, seed=seed, checkpoint=ckpt, progress=progress, desc=f"{label}, seed {seed}")
+        out[label] = {"records": run.records, "seconds": time.perf_counter() - clock}
+    return out
