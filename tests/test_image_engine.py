@@ -279,3 +279,26 @@ def test_real_floor_measures_a_seeded_random_subset_of_the_training_split():
     assert family.real_floor(40, 3) == expected
     with pytest.raises(ValueError, match="n must be"):
         family.real_floor(3, 0)
+
+
+def test_seed_loops_in_lanes_equal_each_loop_run_alone(tmp_path):
+    from madlib.loops import LoopSpec, run_loop
+    from madlib.models.images import run_seed_loops
+    from madlib.sweep import sweep
+
+    kw = dict(image_size=8, base_channels=8, epochs=1.0, batch_size=32, eval_samples=20, lenet="tiny", steps=5)
+    loops = [dict(label=f"lambda {lam:g}", store=f"lam_{lam:g}", kind="augmentation", generations=2, n_synth=20, lam=lam, n_ini=40)
+             for lam in (1.0, 0.8)]
+    cells = [dict(dataset="digits", seed=s, loops=loops, family=kw, store_dir=str(tmp_path / "lanes")) for s in (3, 4)]
+    lanes = sweep(run_seed_loops, cells, options={"lanes": 2}, progress=False).values
+    for seed, out in zip((3, 4), lanes):
+        for loop in loops:
+            spec = LoopSpec(**{k: v for k, v in loop.items() if k not in ("label", "store")})
+            alone = run_loop(ImageDiffusionFamily("digits", lam=loop["lam"], **kw), spec, seed=seed, progress=False)
+            got = out[loop["label"]]["records"]
+            assert set(got) == set(alone.records)
+            assert all(np.array_equal(got[k], alone.records[k]) for k in got)
+        # both loops of a seed read the same generation 1
+        assert out["lambda 1"]["records"]["train_loss"][0] == out["lambda 0.8"]["records"]["train_loss"][0]
+        stored = ImageDiffusionFamily("digits", lam=0.8, store_dir=tmp_path / "lanes" / "lam_0.8" / f"seed_{seed}", **kw)
+        assert stored.load_stored(2, "eval").images.shape[0] == 20
