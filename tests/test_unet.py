@@ -197,3 +197,45 @@ def test_scale_shift_conditioning_survives_the_group_norm_that_add_loses():
     assert spread["add"] < 1e-5 and spread["scale_shift"] > 1e-3, spread
     with pytest.raises(ValueError, match="conditioning must be one of"):
         UNet(image_size=8, conditioning="film")
+
+
+def _forward_flops(net, size):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 1, size, size), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+    return counter.get_total_flops()
+
+
+def test_narrow_and_lean_decoders_save_the_hand_counted_conv_flops():
+    def conv(c_in, c_out, pixels, k=3):  # multiply-adds x 2 of one conv over one image
+        return 2 * c_in * c_out * k * k * pixels
+
+    full, narrow, lean = (UNet(image_size=14, base_channels=16, decoder=d, seed=0) for d in ("full", "narrow", "lean"))
+    # narrow: the last upsampling conv maps 32 -> 16 at 14x14, so the top block's conv and skip read 32 channels, not 48
+    saved = (conv(32, 32, 196) - conv(32, 16, 196)) + (conv(48, 16, 196) - conv(32, 16, 196)) + (conv(48, 16, 196, 1) - conv(32, 16, 196, 1))
+    assert _forward_flops(full, 14) - _forward_flops(narrow, 14) == saved
+    # lean: both upsampling convs run at the coarser size (4x4 and 7x7 instead of 7x7 and 14x14)
+    saved_lean = (conv(32, 32, 49) - conv(32, 32, 16)) + (conv(32, 16, 196) - conv(32, 16, 49))
+    assert _forward_flops(narrow, 14) - _forward_flops(lean, 14) == saved_lean
+    assert parameter_count(narrow) == parameter_count(lean) == 168_225
+    for size in (8, 14, 28):
+        net = awake(UNet(image_size=size, decoder="lean", seed=0, **TINY))
+        x = torch.randn(1, 3, 1, size, size)
+        assert net(x, torch.full((1, 3), 7.0), torch.tensor([[0, 5, 10]])).shape == x.shape
+    # the option does not move the default's weights
+    assert all(torch.equal(p, q) for p, q in zip(UNet(image_size=8, seed=2).parameters(), UNet(image_size=8, decoder="full", seed=2).parameters()))
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        UNet(image_size=8, decoder="thin")
+
+
+def test_edm_config_keeps_the_cache_keys_of_the_default_network():
+    from madlib.diffusion.config import EDMConfig
+
+    assert "decoder" not in EDMConfig().settings() and "conditioning" not in EDMConfig().settings()
+    lean = EDMConfig(decoder="lean", conditioning="scale_shift")
+    assert lean.settings()["decoder"] == "lean" and lean.settings()["conditioning"] == "scale_shift"
+    net = lean.network(seed=0, num_classes=10).net
+    assert net.decoder == "lean" and net.conditioning == "scale_shift"
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        EDMConfig(decoder="thin")

@@ -17,7 +17,7 @@ from madlib._checks import check_choice, check_int, check_interval
 from madlib.diffusion.losses import EDMPrecond
 from madlib.diffusion.schedules import edm_sigma_steps
 from madlib.diffusion.training import LR_DECAYS
-from madlib.diffusion.unet import UNet
+from madlib.diffusion.unet import CONDITIONINGS, DECODERS, UNet
 
 __all__ = ["EDMConfig", "check_sigma_grid"]
 
@@ -41,7 +41,8 @@ class EDMConfig:
     "cosine" to 0 at the end of the budget), ema_decay (the EMA copy samples), ema_rampup (EDM's EMA ramp-up: the
     average's half-life at most ema_rampup x the images seen; 0 = a constant decay).
     sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (EDM Eq. 5; 0 < sigma_min < sigma_max, both finite,
-    rho finite and > 0); sample_batch: images per sampler call. Every field is checked on construction: a value
+    rho finite and > 0); sample_batch: images per sampler call. conditioning, decoder: :class:`UNet`'s options
+    (issue 24's quality-per-CPU-second levers; the defaults are the U-Net every committed figure trained). Every field is checked on construction: a value
     outside its range raises ValueError naming it.
     """
 
@@ -61,6 +62,8 @@ class EDMConfig:
     sigma_max: float = 80.0
     rho: float = 7.0
     sample_batch: int = 500
+    conditioning: str = "add"
+    decoder: str = "full"
 
     def __post_init__(self):
         check_int("image_size", self.image_size, minimum=4)
@@ -76,6 +79,8 @@ class EDMConfig:
         check_int("sample_steps", self.sample_steps, minimum=2)
         check_sigma_grid(self.sigma_min, self.sigma_max, self.rho)
         check_int("sample_batch", self.sample_batch, minimum=1)
+        check_choice("conditioning", self.conditioning, CONDITIONINGS)
+        check_choice("decoder", self.decoder, DECODERS)
         object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
         if not self.channel_mults:
             raise ValueError("channel_mults must hold at least one multiplier (an integer >= 1 per level); got ()")
@@ -83,13 +88,14 @@ class EDMConfig:
             check_int(f"channel_mults[{i}]", mult, minimum=1)
 
     def settings(self) -> dict:
-        """Every field as plain JSON data (channel_mults as a list); ema_rampup and lr_decay only when set, so that the
-        cache keys of fits made before they existed stay the same."""
+        """Every field as plain JSON data (channel_mults as a list); ema_rampup, lr_decay, conditioning and decoder only
+        when set, so that the cache keys of fits made before they existed stay the same."""
         out = {**asdict(self), "channel_mults": list(self.channel_mults)}
         if not self.ema_rampup:
             del out["ema_rampup"]
-        if self.lr_decay == "constant":
-            del out["lr_decay"]
+        for name, default in (("lr_decay", "constant"), ("conditioning", "add"), ("decoder", "full")):
+            if out[name] == default:
+                del out[name]
         return out
 
     def sigmas(self) -> torch.Tensor:
@@ -109,4 +115,4 @@ class EDMConfig:
         ``num_sources`` > 0 adds CASD's second label, the data source."""
         return EDMPrecond(UNet(self.image_channels, self.image_size, self.base_channels, self.channel_mults,
                                num_classes=num_classes, num_sources=num_sources, num_res_blocks=self.num_res_blocks,
-                               seed=seed, device=device))
+                               conditioning=self.conditioning, decoder=self.decoder, seed=seed, device=device))

@@ -20,7 +20,7 @@ Layout at the defaults (``base_channels=32, channel_mults=(1, 2, 2), num_res_blo
 Downsampling rounds up (7 -> 4) and upsampling goes to the size of the skip it meets, so any image
 size works (28 -> 14 -> 7, 14 -> 7 -> 4, 8 -> 4 -> 2). Parameters (:func:`parameter_count`, 10
 classes, mults (1, 2, 2), one block per level; they do not depend on the image size): base 16 ->
-175,441; base 32 -> 695,969; base 64 -> 2,772,289; attention adds 4 c^2 + 6 c at the lowest width c.
+175,441 (168,225 with ``decoder="narrow"`` or ``"lean"``); base 32 -> 695,969; base 64 -> 2,772,289; attention adds 4 c^2 + 6 c at the lowest width c.
 Training throughput on the shared 2-core development machine, one thread, batch 64: base 16 ->
 1,050 images/s at 14x14, 285 at 28x28; base 32 -> 440 and 110 (``benchmarks/bench_image_diffusion.py``).
 
@@ -59,6 +59,7 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 CONDITIONINGS = ("add", "scale_shift")
+DECODERS = ("full", "narrow", "lean")
 
 
 class ResBlock(nn.Module):
@@ -129,6 +130,11 @@ class UNet(nn.Module):
         norm_groups: GroupNorm groups (reduced to a divisor of the channel count where needed).
         conditioning: how each residual block takes the time / class / source embedding: ``"add"`` (default,
             before a GroupNorm) or ``"scale_shift"`` (adaptive group norm; see :class:`ResBlock`).
+        decoder: the upsampling convs (project choice, issue 24: at 14x14, width 16 the last one is 21% of the
+            FLOPs and the block after it 16%). ``"full"`` (default): nearest upsampling, then a conv c -> c at the
+            finer size. ``"narrow"``: the conv maps to the finer level's width (32 -> 16 at the top), so the block
+            after it reads fewer channels. ``"lean"``: narrow, and the conv runs before the upsampling, at the
+            coarser size (a quarter of its FLOPs). The default's weights for one seed do not depend on this option.
         amp: run the forward pass under ``torch.autocast`` in bfloat16 (meant for CUDA; bf16 needs no
             loss scaling); the output is cast back to the input's dtype.
         channels_last: keep weights and activations in ``torch.channels_last`` memory format.
@@ -143,7 +149,7 @@ class UNet(nn.Module):
                  channel_mults: tuple[int, ...] = (1, 2, 2), num_classes: int = 10, *, num_sources: int = 0,
                  num_res_blocks: int = 1,
                  attention: bool = False, norm_groups: int = 8, amp: bool = False, channels_last: bool = False,
-                 conditioning: str = "add", seed: int | None = None, device=None):
+                 conditioning: str = "add", decoder: str = "full", seed: int | None = None, device=None):
         super().__init__()
         self.image_channels = check_int("image_channels", image_channels, minimum=1)
         self.image_size = check_int("image_size", image_size, minimum=2)
@@ -156,6 +162,7 @@ class UNet(nn.Module):
         self.num_res_blocks = check_int("num_res_blocks", num_res_blocks, minimum=1)
         check_int("norm_groups", norm_groups, minimum=1)
         self.conditioning = check_choice("conditioning", conditioning, CONDITIONINGS)
+        self.decoder = check_choice("decoder", decoder, DECODERS)
         self.attention, self.amp, self.channels_last = bool(attention), bool(amp), bool(channels_last)
         if seed is None:
             self._build(norm_groups)
@@ -195,7 +202,9 @@ class UNet(nn.Module):
                 ch = width
             self.up.append(nn.ModuleList(blocks))
             if level > 0:
-                self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
+                out_ch = ch if self.decoder == "full" else widths[level - 1]
+                self.upsample.append(nn.Conv2d(ch, out_ch, 3, padding=1))
+                ch = out_ch
         self.out_norm = _norm(ch, groups)
         self.out = nn.Conv2d(ch, self.image_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
@@ -268,7 +277,9 @@ class UNet(nn.Module):
             h = torch.cat([h, skips.pop()], dim=1)  # [N, c + c_skip, H_l, W_l]
             for block in blocks:
                 h = block(h, emb)
-            if i < len(self.upsample):
+            if i < len(self.upsample) and self.decoder == "lean":  # conv at the coarse size, then upsample
+                h = F.interpolate(self.upsample[i](h), size=skips[-1].shape[-2:], mode="nearest")
+            elif i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest"))
         return self.out(F.silu(self.out_norm(h)))
 
