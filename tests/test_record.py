@@ -87,3 +87,15 @@ def test_a_sample_archive_inside_the_repository_is_recorded_by_its_relative_path
         assert (repo_root() / inside).exists()
     finally:
         shutil.rmtree(inside_dir, ignore_errors=True)
+
+
+def test_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
+    from madlib.figures import FigureRecord
+    from madlib.figures.paths import repo_root
+
+    record = FigureRecord(name="fig_x", experiments=["MAD-1"], profile="smoke", params={}, seed=0, scale={})
+    record.data = {"cache": str(repo_root() / "build" / "cache"), "store": repo_root() / "build" / "sets",
+                   "runs": [{"archive": str(repo_root() / "figures" / "a.npz")}], "elsewhere": str(tmp_path), "text": "build"}
+    data = record.to_dict()["data"]
+    assert data["cache"] == "build/cache" and data["store"] == "build/sets" and data["runs"][0]["archive"] == "figures/a.npz"
+    assert data["elsewhere"] == str(tmp_path) and data["text"] == "build"  # outside the repository, or not a path: kept

@@ -97,6 +97,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def _repo_relative(value, root: str):
+    """``value`` with every string that is an absolute path inside the repository made relative to it (a cache folder,
+    a store, an archive): a JSON then reads the same from any checkout or worktree."""
+    if isinstance(value, dict):
+        return {k: _repo_relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repo_relative(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(root + os.sep):
+        return value[len(root) + 1:]
+    return value
+
+
 @dataclass
 class FigureRecord:
     """Collects everything a figure's JSON holds; create it right after the parameters cell.
@@ -231,7 +243,7 @@ class FigureRecord:
             "machine": machine_info(),
             "versions": package_versions(),
             "claims": [asdict(c) for c in self.claims],
-            "data": self.data,
+            "data": _repo_relative(to_jsonable(self.data), str(repo_root().resolve())),
         })
 
     def save(self, fig, out_dir: str | os.PathLike | None = None) -> Path:
