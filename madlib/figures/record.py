@@ -169,6 +169,13 @@ class FigureRecord:
                    seed=namespace["seed"], scale={"ours": ours, **entry.scale},
                    _catalogue=load_catalogue(catalogue).get(name, {}), _namespace=namespace)
 
+    @classmethod
+    def for_claims(cls, name: str, namespace: dict, *, experiments=(), catalogue=None) -> "FigureRecord":
+        """A record of figure ``name`` without parameters or scale whose claims read the figure's catalogue entries,
+        their slots filled from ``namespace``: for running a notebook's claims cell on constructed numbers."""
+        return cls(name=name, experiments=list(experiments), profile="custom", params={}, seed=0, scale={},
+                   _catalogue=load_catalogue(catalogue).get(name, {}), _namespace=namespace)
+
     def _stated(self, id: str, given: dict) -> dict:
         """``given`` (the notebook's keywords, None where it left one out) completed from the catalogue's entry for
         claim ``id``; a field stated in both places is an error (one source for every statement)."""

@@ -46,14 +46,11 @@ def run_claims_cell(notebook, cell_id: str, namespace: dict, experiments=("MAD-1
     import madlib.figures as figures
     from madlib.figures import FigureRecord
 
-    from madlib.figures.catalogue import load_catalogue
-
     nb = json.loads(notebook.read_text())
     source = "".join(next(c for c in nb["cells"] if c.get("id") == cell_id)["source"])
     scope = {"np": np, **{k: getattr(figures, k) for k in figures.__all__}, **namespace}
     # the figure's catalogue entries, their text slots filled from the cell's own variables, as in the notebook
-    record = FigureRecord(name=notebook.stem, experiments=list(experiments), profile="custom", params={}, seed=0, scale={},
-                          _catalogue=load_catalogue().get(notebook.stem, {}), _namespace=scope)
+    record = FigureRecord.for_claims(notebook.stem, scope, experiments=experiments)
     scope["record"] = record
     exec(source, scope)
     return {c.id: c for c in record.claims}
