@@ -6,7 +6,7 @@
 
 Each row trains one class-conditional EDM U-Net (14x14, width 16, Adam 2e-3 after a 5k-image warm-up, EMA 0.999 with
 EDM's ramp-up 0.05, batch 64, 10% label dropout) with ``madlib.diffusion.core.train`` on the 2000 first class-balanced
-MNIST 5k training images, for ``--images`` images seen with EMA snapshots at a third and two thirds of it, times the
+MNIST 5k training images, for ``--images`` images seen with an EMA snapshot at half of it, times the
 training at one thread, and reads every snapshot's 2000 class-balanced Heun samples (12 steps, no guidance, latents
 seeded 9000 + seed) against the 3000 other real images (LeNet FID; the real-vs-real floor at the same sizes beside).
 The variants change only the network (``EDMConfig.decoder`` / ``conditioning``): ``default`` (every committed
@@ -41,7 +41,7 @@ RECIPE = dict(image_size=14, base_channels=16, batch_size=64, lr=2e-3, warmup=50
 
 def run_row(variant: str, seed: int, images: int, samples: int, held, protocol) -> dict:
     config = EDMConfig(**RECIPE, **VARIANTS[variant])
-    budgets = [images // 3, 2 * images // 3, images]
+    budgets = [images // 2, images]
     steps = core.budget_steps(budgets, len(protocol.pool_images), config.batch_size)
     clock = time.process_time()
     trained = core.train(protocol.pool_images, config, images_seen=images, seed=seed, labels=protocol.pool_labels,
@@ -85,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="default,lean,lean_ss")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--images", type=int, default=120_000, help="budget in images seen (snapshots at 1/3 and 2/3)")
+    parser.add_argument("--images", type=int, default=120_000, help="budget in images seen (a snapshot at half of it)")
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default=str(repo_root() / "build" / "calibrate_step"))
