@@ -71,12 +71,14 @@ def collect(folder: Path, out: Path) -> None:
                     "cpu_s": [b / rate for b in budgets], "fid_mean": fid.mean(0).tolist(),
                     "fid_std": fid.std(0, ddof=1).tolist() if len(mine) > 1 else None, "fid": fid.tolist()}
     base = table.get("default")
-    print("| variant | seeds | train img / CPU s | " + " | ".join(f"FID at {b // 1000}k" for b in base["images"]) + " | CPU s at the last |")
+    budgets = " | ".join(f"FID at {b // 1000}k" for b in base["images"])
+    print(f"| variant | seeds | train img / CPU s | {budgets} | CPU s at the last |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in base["images"]) + " | --- |")
     for v, t in table.items():
-        cells = [f"{m:.2f} +- {s:.2f}" if t["fid_std"] else f"{m:.2f}" for m, s in zip(t["fid_mean"], t["fid_std"] or t["fid_mean"])]
-        print(f"| {v} | {len(t['seeds'])} | {t['train_img_per_cpu_s']:.0f} ({t['train_img_per_cpu_s'] / base['train_img_per_cpu_s']:.2f}x) | "
-              + " | ".join(cells) + f" | {t['cpu_s'][-1]:.0f} |")
+        spread = t["fid_std"] or [None] * len(t["fid_mean"])
+        cells = " | ".join(f"{m:.2f}" + (f" +- {sd:.2f}" if sd is not None else "") for m, sd in zip(t["fid_mean"], spread))
+        rate = t["train_img_per_cpu_s"]
+        print(f"| {v} | {len(t['seeds'])} | {rate:.0f} ({rate / base['train_img_per_cpu_s']:.2f}x) | {cells} | {t['cpu_s'][-1]:.0f} |")
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps({"recipe": RECIPE, "variants": VARIANTS, "rows": rows, "table": table}, indent=1))
 

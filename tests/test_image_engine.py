@@ -287,8 +287,8 @@ def test_seed_loops_in_lanes_equal_each_loop_run_alone(tmp_path):
     from madlib.sweep import sweep
 
     kw = dict(image_size=8, base_channels=8, epochs=1.0, batch_size=32, eval_samples=20, lenet="tiny", steps=5)
-    loops = [dict(label=f"lambda {lam:g}", store=f"lam_{lam:g}", kind="augmentation", generations=2, n_synth=20, lam=lam, n_ini=40)
-             for lam in (1.0, 0.8)]
+    loops = [dict(label=f"lambda {lam:g}", store=f"lam_{lam:g}", kind="augmentation", generations=2, n_synth=20, lam=lam,
+                  n_ini=40) for lam in (1.0, 0.8)]
     cells = [dict(dataset="digits", seed=s, loops=loops, family=kw, store_dir=str(tmp_path / "lanes")) for s in (3, 4)]
     lanes = sweep(run_seed_loops, cells, options={"lanes": 2}, progress=False).values
     for seed, out in zip((3, 4), lanes):

@@ -42,8 +42,8 @@ class EDMConfig:
     average's half-life at most ema_rampup x the images seen; 0 = a constant decay).
     sample_steps, sigma_min, sigma_max, rho: EDM's sigma grid (EDM Eq. 5; 0 < sigma_min < sigma_max, both finite,
     rho finite and > 0); sample_batch: images per sampler call. conditioning, decoder: :class:`UNet`'s options
-    (issue 24's quality-per-CPU-second levers; the defaults are the U-Net every committed figure trained). Every field is checked on construction: a value
-    outside its range raises ValueError naming it.
+    (issue 24's levers; the defaults are the U-Net every committed figure trained). Every field is checked on
+    construction: a value outside its range raises ValueError naming it.
     """
 
     image_size: int = 14

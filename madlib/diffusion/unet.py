@@ -20,7 +20,8 @@ Layout at the defaults (``base_channels=32, channel_mults=(1, 2, 2), num_res_blo
 Downsampling rounds up (7 -> 4) and upsampling goes to the size of the skip it meets, so any image
 size works (28 -> 14 -> 7, 14 -> 7 -> 4, 8 -> 4 -> 2). Parameters (:func:`parameter_count`, 10
 classes, mults (1, 2, 2), one block per level; they do not depend on the image size): base 16 ->
-175,441 (168,225 with ``decoder="narrow"`` or ``"lean"``); base 32 -> 695,969; base 64 -> 2,772,289; attention adds 4 c^2 + 6 c at the lowest width c.
+175,441 (168,225 with ``decoder="narrow"`` or ``"lean"``); base 32 -> 695,969; base 64 -> 2,772,289;
+attention adds 4 c^2 + 6 c at the lowest width c.
 Training throughput on the shared 2-core development machine, one thread, batch 64: base 16 ->
 1,050 images/s at 14x14, 285 at 28x28; base 32 -> 440 and 110 (``benchmarks/bench_image_diffusion.py``).
 

@@ -59,6 +59,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,7 @@ from madlib.diffusion.losses import EDMPrecond, ddpm_eps_loss, edm_loss
 from madlib.diffusion.schedules import cosine_schedule, edm_sigma_steps
 from madlib.diffusion.training import TrainStats
 from madlib.diffusion.unet import UNet
+from madlib.loops import LoopSpec, run_loop
 
 __all__ = ["ImageSet", "ImageModel", "ImageDiffusionFamily", "balanced_labels", "run_seed_loops", "PIXEL_RANGE", "OBJECTIVES"]
 
@@ -386,7 +388,7 @@ def run_seed_loops(*, dataset: str, seed: int, loops: list[dict], family: dict, 
                    checkpoint_prefix: str | None = None, progress: bool = False) -> dict:
     """Every loop of one seed, in order, sharing one generation-1 fit: a :func:`madlib.sweep.sweep` cell.
 
-    MAD-9..12 run one such cell per seed, one per lane; a loop's numbers do not depend on the lane or on the
+    MAD-12 runs one such cell per seed, one seed per lane; a loop's numbers do not depend on the lane or on the
     order of the seeds (each loop draws from its own ``seed``).
 
     Args:
@@ -396,15 +398,11 @@ def run_seed_loops(*, dataset: str, seed: int, loops: list[dict], family: dict, 
             :class:`madlib.loops.LoopSpec` fields (``kind``, ``generations``, ``n_synth``, ``lam``, ``n_ini``, ...).
         family: the :class:`ImageDiffusionFamily` keywords shared by the loops (plain values).
         store_dir: folder of the loops' stored image sets (the caller reads them back with ``load_stored``).
-        checkpoint_prefix: path prefix of per-loop checkpoints (``<prefix>_<store>.npz``), or None.
+        checkpoint_prefix: path prefix of per-loop checkpoints (``<prefix>_<store>_seed<seed>.npz``), or None.
 
     Returns:
         ``{label: {"records": {name: [G, 1] array}, "seconds": wall seconds}}``.
     """
-    import time
-
-    from madlib.loops import LoopSpec, run_loop
-
     fit_cache: dict = {}  # the loops of one seed train the same generation 1 on the same D_r: fit it once
     out = {}
     for loop in loops:
