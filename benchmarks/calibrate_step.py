@@ -71,8 +71,8 @@ def collect(folder: Path, out: Path) -> None:
                     "cpu_s": [b / rate for b in budgets], "fid_mean": fid.mean(0).tolist(),
                     "fid_std": fid.std(0, ddof=1).tolist() if len(mine) > 1 else None, "fid": fid.tolist()}
     base = table.get("default")
-    budgets = " | ".join(f"FID at {b // 1000}k" for b in base["images"])
-    print(f"| variant | seeds | train img / CPU s | {budgets} | CPU s at the last |")
+    header = " | ".join(f"FID at {b // 1000}k" for b in base["images"])
+    print(f"| variant | seeds | train img / CPU s | {header} | CPU s at the last |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in base["images"]) + " | --- |")
     for v, t in table.items():
         spread = t["fid_std"] or [None] * len(t["fid_mean"])

@@ -278,10 +278,12 @@ class UNet(nn.Module):
             h = torch.cat([h, skips.pop()], dim=1)  # [N, c + c_skip, H_l, W_l]
             for block in blocks:
                 h = block(h, emb)
-            if i < len(self.upsample) and self.decoder == "lean":  # conv at the coarse size, then upsample
-                h = F.interpolate(self.upsample[i](h), size=skips[-1].shape[-2:], mode="nearest")
-            elif i < len(self.upsample):
-                h = self.upsample[i](F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest"))
+            if i < len(self.upsample):
+                size = skips[-1].shape[-2:]
+                if self.decoder == "lean":  # the conv at the coarse size, then upsample
+                    h = F.interpolate(self.upsample[i](h), size=size, mode="nearest")
+                else:
+                    h = self.upsample[i](F.interpolate(h, size=size, mode="nearest"))
         return self.out(F.silu(self.out_norm(h)))
 
 
